@@ -1,0 +1,18 @@
+"""finetuner: make a pretrained model better at your own task with one call, and see by how much.
+
+    import finetuner
+    result = finetuner.fit(model, train_data, eval_data)
+    finetuner.save(result.model, "my-model")
+"""
+
+from __future__ import annotations
+
+from .data.labeled import LabeledData
+from .fit import fit
+from .inference import embed, evaluate
+from .io import load, save
+from .result import FitResult
+
+__version__ = "0.1.0"
+
+__all__ = ["FitResult", "LabeledData", "embed", "evaluate", "fit", "load", "save", "__version__"]

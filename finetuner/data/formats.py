@@ -1,0 +1,301 @@
+"""Turn what users hold into `LabeledData`: lists of tuples or dicts, numpy `(X, y)`, pandas
+DataFrames, `datasets.Dataset`, CSV and JSONL files.
+
+The four labeled formats and how each row may look:
+
+| format  | tuple                         | dict keys                                               |
+|---------|-------------------------------|---------------------------------------------------------|
+| class   | (item, label)  label int/str  | {"item"/"text"/"image": x, "label"/"class": y}          |
+| pair    | (a, b, score)  score in [0,1] | {"a"/"sentence1", "b"/"sentence2", "score"/"label"};    |
+|         |                               | {"anchor", "positive"} (score 1)                        |
+| triplet | (anchor, positive, negative)  | {"anchor", "positive", "negative"}                      |
+| session | (query, [(match, +1/-1), ..]) | {"query", "matches": [(m, +1/-1) or {"item", "label"}]} |
+|         |                               | or {"query", "positives": [...], "negatives": [...]}    |
+
+A 2-tuple whose label is a string is taken as class format when labels repeat (fewer distinct
+labels than half the rows), else as an (anchor, positive) pair: pass `format=` to decide.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .labeled import FORMATS, LabeledData
+
+ITEM_KEYS = ("item", "text", "image", "x", "input", "content", "sentence")
+LABEL_KEYS = ("label", "class", "y", "target")
+PAIR_KEYS = (("a", "b"), ("sentence1", "sentence2"), ("text1", "text2"), ("query", "document"))
+SCORE_KEYS = ("score", "label", "similarity", "relevance")
+
+
+def to_labeled(data: Any, format: str | None = None, name: str = "train_data") -> LabeledData:
+    """Convert `data` to `LabeledData`, detecting the format unless `format` is given.
+
+    Args:
+        data: a `LabeledData`; a tuple `(X, y)` of numpy arrays (class format); a pandas
+            DataFrame; a `datasets.Dataset`; a path to a .csv / .tsv / .jsonl / .json file; or a
+            sequence of tuples or dicts in one of the formats of this module's table.
+        format: "class", "pair", "triplet" or "session"; None detects it from the first row.
+        name: the argument's name, used in error messages ("train_data" or "eval_data").
+
+    Returns:
+        `LabeledData`.
+
+    Raises:
+        ValueError: empty data, rows of mixed formats, a missing label, scores outside [0, 1],
+            an unknown format; each message names `name` and the offending row.
+        TypeError: a kind of data this function does not read.
+    """
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"format: expected one of {FORMATS} or None, got {format!r}")
+    if isinstance(data, LabeledData):
+        out = data
+    elif isinstance(data, (str, os.PathLike)):
+        out = _from_frame(_read_file(Path(data), name), format, name)
+    elif _is_xy(data):
+        out = _from_xy(data[0], data[1], name)
+    elif _is_dataframe(data):
+        out = _from_frame(data, format, name)
+    elif _is_hf_dataset(data):
+        out = _from_frame(data.to_pandas(), format, name)
+    elif isinstance(data, Sequence) or hasattr(data, "__iter__"):
+        out = _from_rows(list(data), format, name)
+    else:
+        raise TypeError(f"{name}: expected a list of tuples or dicts, (X, y) arrays, a DataFrame, a "
+                        f"datasets.Dataset or a file path, got {type(data).__name__}")
+    if len(out) == 0:
+        raise ValueError(f"{name}: the data is empty; expected at least two labeled items")
+    return out
+
+
+# ---- detection helpers -----------------------------------------------------------------
+def _is_xy(data) -> bool:
+    return (isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape")
+            and hasattr(data[1], "shape") and getattr(data[1], "ndim", 0) == 1)
+
+
+def _is_dataframe(data) -> bool:
+    return type(data).__name__ == "DataFrame" and hasattr(data, "to_dict")
+
+
+def _is_hf_dataset(data) -> bool:
+    return type(data).__name__ == "Dataset" and hasattr(data, "to_pandas") and hasattr(data, "column_names")
+
+
+def _read_file(path: Path, name: str):
+    import pandas as pd
+
+    if not path.exists():
+        raise ValueError(f"{name}: file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix == ".tsv":
+        return pd.read_csv(path, sep="\t")
+    if suffix in (".jsonl", ".json"):
+        return pd.read_json(path, lines=suffix == ".jsonl")
+    raise ValueError(f"{name}: expected a .csv, .tsv, .jsonl or .json file, got {path.name!r}")
+
+
+def _is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _is_int_label(v) -> bool:
+    return isinstance(v, (int, np.integer, bool, np.bool_)) or (isinstance(v, float) and float(v).is_integer())
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _stack_items(items: list) -> Any:
+    """Stack equal-shape numeric arrays into one array (batches are then one slice); else keep a list."""
+    first = items[0]
+    if isinstance(first, np.ndarray) and first.dtype.kind in "fiub":
+        shape = first.shape
+        if all(isinstance(x, np.ndarray) and x.shape == shape for x in items):
+            arr = np.stack(items)
+            return arr.astype(np.float32) if arr.dtype.kind == "f" else arr
+    if hasattr(first, "numpy") and hasattr(first, "shape") and first.__class__.__module__.startswith("torch"):
+        shape = first.shape
+        if all(x.shape == shape for x in items):
+            arr = np.stack([x.detach().cpu().numpy() for x in items])
+            return arr.astype(np.float32) if arr.dtype.kind == "f" else arr
+    return items
+
+
+# ---- builders ----------------------------------------------------------------------------
+def _class_data(items: list, labels: list, name: str) -> LabeledData:
+    for i, y in enumerate(labels):
+        if _is_missing(y):
+            raise ValueError(f"{name}: row {i} has no label; every item of class format needs a class label")
+    if all(_is_int_label(y) for y in labels):
+        groups, names = np.asarray([int(y) for y in labels], dtype=np.int64), None
+    else:
+        keys = [str(y) for y in labels]
+        names = sorted(set(keys))
+        index = {k: i for i, k in enumerate(names)}
+        groups = np.asarray([index[k] for k in keys], dtype=np.int64)
+    items = items if isinstance(items, np.ndarray) else _stack_items(items)
+    return LabeledData(items, groups, None, "class", names)
+
+
+def _grouped(rows: list[list[tuple[Any, float]]], fmt: str) -> LabeledData:
+    """rows: per group, its (item, relevance) members; the first member is the reference."""
+    items, groups, rel = [], [], []
+    for g, members in enumerate(rows):
+        for item, r in members:
+            items.append(item)
+            groups.append(g)
+            rel.append(r)
+    return LabeledData(_stack_items(items), np.asarray(groups), np.asarray(rel, dtype=np.float32), fmt)
+
+
+def _score(v, name: str, i: int) -> float:
+    if _is_missing(v):
+        raise ValueError(f"{name}: row {i} has no score; pair format needs a score in [0, 1]")
+    s = float(v)
+    if s == -1.0:  # +1 / -1 labels as in session format
+        return 0.0
+    if not 0.0 <= s <= 1.0:
+        raise ValueError(f"{name}: row {i} has score {s}; expected a score in [0, 1] (or +1/-1): "
+                         "rescale scores such as STS's 0-5 first")
+    return s
+
+
+def _relevance(v, name: str, i: int) -> float:
+    if _is_missing(v):
+        raise ValueError(f"{name}: a match in session {i} has no label; expected +1 (relevant) or -1 (irrelevant)")
+    s = float(v)
+    if s in (1.0, -1.0, 0.0):
+        return 1.0 if s == 1.0 else 0.0
+    raise ValueError(f"{name}: a match in session {i} has label {v!r}; expected +1 (relevant) or -1 (irrelevant)")
+
+
+def _from_xy(X, y, name: str) -> LabeledData:
+    if len(X) != len(y):
+        raise ValueError(f"{name}: X has {len(X)} rows but y has {len(y)} labels")
+    X = np.asarray(X)
+    if X.dtype.kind == "f":
+        X = X.astype(np.float32, copy=False)
+    return _class_data(list(X) if X.dtype == object else X, list(np.asarray(y).tolist()), name)
+
+
+def _row_format(row, name: str, i: int) -> str:
+    if isinstance(row, Mapping):
+        keys = set(row)
+        if "query" in keys and keys & {"matches", "positives", "negatives"}:
+            return "session"
+        if {"anchor", "positive", "negative"} <= keys:
+            return "triplet"
+        if {"anchor", "positive"} <= keys or any(set(p) <= keys for p in PAIR_KEYS):
+            return "pair"
+        if keys & set(LABEL_KEYS):
+            return "class"
+        raise ValueError(f"{name}: row {i} has keys {sorted(keys)}; expected the keys of one format: "
+                         f"class {{item, label}}, pair {{a, b, score}}, triplet {{anchor, positive, negative}}, "
+                         f"session {{query, matches}}")
+    if isinstance(row, (tuple, list)):
+        if len(row) == 2 and isinstance(row[1], (list, tuple)) and row[1] and isinstance(row[1][0], (tuple, list, Mapping)):
+            return "session"
+        if len(row) == 2:
+            return "class"
+        if len(row) == 3:
+            return "pair" if _is_number(row[2]) else "triplet"
+    raise ValueError(f"{name}: row {i} is a {type(row).__name__} of length {len(row) if hasattr(row, '__len__') else '?'}; "
+                     "expected (item, label), (a, b, score), (anchor, positive, negative), (query, matches) or a dict")
+
+
+def _from_rows(rows: list, format: str | None, name: str) -> LabeledData:
+    if not rows:
+        raise ValueError(f"{name}: the data is empty; expected at least two labeled items")
+    if format is None:
+        format = _row_format(rows[0], name, 0)
+        for i, row in enumerate(rows):
+            f = _row_format(row, name, i)
+            if f != format:
+                raise ValueError(f"{name}: mixed formats: row 0 is {format} format but row {i} is {f} format")
+        if format == "class" and isinstance(rows[0], (tuple, list)) and isinstance(rows[0][1], str):
+            labels = [r[1] for r in rows]
+            if len(set(labels)) > len(labels) / 2:
+                format = "pair"  # (anchor, positive) text pairs, not class labels
+    if format == "class":
+        if isinstance(rows[0], Mapping):
+            item_key = _pick_key(rows[0], ITEM_KEYS, exclude=LABEL_KEYS, name=name)
+            label_key = _pick_key(rows[0], LABEL_KEYS, name=name)
+            return _class_data([r.get(item_key) for r in rows], [r.get(label_key) for r in rows], name)
+        return _class_data([r[0] for r in rows], [r[1] for r in rows], name)
+    if format == "pair":
+        groups = []
+        for i, r in enumerate(rows):
+            if isinstance(r, Mapping):
+                if "anchor" in r:
+                    a, b, s = r["anchor"], r["positive"], r.get("score", 1.0)
+                else:
+                    ka, kb = next(p for p in PAIR_KEYS if set(p) <= set(r))
+                    sk = next((k for k in SCORE_KEYS if k in r), None)
+                    a, b, s = r[ka], r[kb], (r[sk] if sk else 1.0)
+            else:
+                a, b, s = (r[0], r[1], r[2] if len(r) > 2 else 1.0)
+            if _is_missing(a) or _is_missing(b):
+                raise ValueError(f"{name}: row {i} is a pair with a missing side")
+            groups.append([(a, 1.0), (b, _score(s, name, i))])
+        return _grouped(groups, "pair")
+    if format == "triplet":
+        groups = []
+        for i, r in enumerate(rows):
+            a, p, n = (r["anchor"], r["positive"], r["negative"]) if isinstance(r, Mapping) else r
+            groups.append([(a, 1.0), (p, 1.0), (n, 0.0)])
+        return _grouped(groups, "triplet")
+    # session
+    groups = []
+    for i, r in enumerate(rows):
+        if isinstance(r, Mapping):
+            members = [(r["query"], 1.0)]
+            if "matches" in r:
+                members += [_match(m, name, i) for m in r["matches"]]
+            members += [(m, 1.0) for m in r.get("positives", [])] + [(m, 0.0) for m in r.get("negatives", [])]
+        else:
+            members = [(r[0], 1.0)] + [_match(m, name, i) for m in r[1]]
+        if len(members) < 2:
+            raise ValueError(f"{name}: session {i} has no matches; expected a query with labeled matches")
+        groups.append(members)
+    return _grouped(groups, "session")
+
+
+def _match(m, name: str, i: int) -> tuple[Any, float]:
+    if isinstance(m, Mapping):
+        item_key = _pick_key(m, ITEM_KEYS, exclude=LABEL_KEYS, name=name)
+        label_key = _pick_key(m, LABEL_KEYS + ("relevance",), name=name)
+        return m[item_key], _relevance(m[label_key], name, i)
+    return m[0], _relevance(m[1], name, i)
+
+
+def _pick_key(row: Mapping, preferred: tuple, name: str, exclude: tuple = ()) -> str:
+    for k in preferred:
+        if k in row:
+            return k
+    rest = [k for k in row if k not in exclude]
+    if exclude and len(rest) == 1:
+        return rest[0]
+    raise ValueError(f"{name}: cannot tell which key of {sorted(row)} is the {'label' if not exclude else 'item'}; "
+                     f"expected one of {preferred}")
+
+
+def _from_frame(df, format: str | None, name: str) -> LabeledData:
+    cols = set(df.columns)
+    if format is None and len(cols) == 2 and not cols & set(LABEL_KEYS) and not any(set(p) <= cols for p in PAIR_KEYS):
+        raise ValueError(f"{name}: cannot tell the format from columns {sorted(cols)}; name the label column "
+                         f"'label' or pass format=")
+    if format == "class" or (format is None and cols & set(LABEL_KEYS) and len(cols) == 2):
+        label_key = next(k for k in LABEL_KEYS if k in cols) if cols & set(LABEL_KEYS) else df.columns[-1]
+        item_key = next((k for k in df.columns if k != label_key), None)
+        return _class_data(list(df[item_key]), list(df[label_key]), name)
+    return _from_rows(df.to_dict("records"), format, name)

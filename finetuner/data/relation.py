@@ -1,0 +1,73 @@
+"""Which items of a batch are related: the one place every label format is turned into
+positive / negative pairs.
+
+Every labeled format is stored per item as a *group* and a *relevance* (see
+`finetuner.data.formats`):
+
+- class format: group = class id, relevance = 1 for every item;
+- session format: group = session id; the query has relevance 1, a relevant match 1, an
+  irrelevant match 0;
+- pair format (a, b, score): group = pair id; a has relevance 1, b has relevance `score`;
+- triplet format: group = triplet id; anchor 1, positive 1, negative 0.
+
+From that one rule gives every pair's relation:
+
+- same group and at least one of the two has relevance 1 -> the other one's relevance
+  (1 = positive, 0 = negative, in between = a soft score);
+- same group and neither has relevance 1 (two irrelevant matches of one query) -> unknown;
+- different groups -> negative (the usual in-batch assumption: different sessions, pairs or
+  classes are unrelated).
+
+So losses, miners and metrics never look at formats: they read this matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+UNKNOWN = -1.0
+
+
+def split_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a label tensor into (group, relevance).
+
+    Args:
+        labels: int tensor [N] (class ids) or float tensor [N, 2] (group id, relevance in [0, 1]).
+
+    Returns:
+        group: int64 tensor [N]; relevance: float32 tensor [N].
+
+    Raises:
+        ValueError: `labels` is neither [N] nor [N, 2].
+    """
+    if labels.dim() == 1:
+        return labels.long(), torch.ones(labels.shape[0], dtype=torch.float32, device=labels.device)
+    if labels.dim() == 2 and labels.shape[1] == 2:
+        return labels[:, 0].long(), labels[:, 1].float()
+    raise ValueError(
+        f"labels: expected a tensor of shape [N] (class ids) or [N, 2] (group, relevance), "
+        f"got shape {tuple(labels.shape)}"
+    )
+
+
+def relation_matrix(labels_a: torch.Tensor, labels_b: torch.Tensor | None = None) -> torch.Tensor:
+    """Pairwise relation between two sets of labeled items.
+
+    Args:
+        labels_a: labels of A items, int [A] or float [A, 2] (see `split_labels`).
+        labels_b: labels of B items in the same form; default `labels_a`.
+
+    Returns:
+        float32 tensor [A, B]: 1 positive, 0 negative, a value in (0, 1) for a soft score,
+        `UNKNOWN` (-1) where the labels say nothing. The diagonal is not masked: callers that
+        pair a batch with itself exclude i == j themselves.
+    """
+    ga, ra = split_labels(labels_a)
+    gb, rb = split_labels(labels_b if labels_b is not None else labels_a)
+    same = ga[:, None] == gb[None, :]
+    ra_, rb_ = ra[:, None], rb[None, :]
+    a_is_ref, b_is_ref = ra_ >= 1.0, rb_ >= 1.0
+    # when one side is a reference (relevance 1), the pair takes the other side's relevance
+    within = torch.where(a_is_ref, rb_.expand(-1, rb.shape[0]), ra_.expand(-1, rb.shape[0]))
+    within = torch.where(a_is_ref | b_is_ref, within, torch.full_like(within, UNKNOWN))
+    return torch.where(same, within, torch.zeros_like(within))

@@ -1,0 +1,47 @@
+"""Metric-learning losses, written once in PyTorch, composed from a distance and a miner."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .base import MetricLoss
+from .distances import DISTANCES, paired_distance, pairwise_distance
+from .infonce import InfoNCELoss
+from .miners import AllMiner, EasyHardMiner, EasyMiner, HardMiner, SemiHardMiner, get_miner
+from .siamese import SiameseLoss
+from .triplet import TripletLoss
+
+LOSSES = {
+    "SiameseLoss": SiameseLoss,
+    "TripletLoss": TripletLoss,
+    "InfoNCELoss": InfoNCELoss,
+    # the sentence-transformers name for the same loss
+    "MultipleNegativesRankingLoss": InfoNCELoss,
+}
+
+
+def get_loss(loss, **kwargs) -> Callable:
+    """A loss from its name (see `LOSSES`), a loss object, or any callable
+    `(embeddings [B, D], labels) -> scalar tensor` (the user's own torch loss).
+
+    Args:
+        loss: a name, an object or a callable.
+        **kwargs: passed to the loss class when `loss` is a name (e.g. margin, distance, miner).
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones); TypeError: not callable.
+    """
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {sorted(LOSSES)} or a callable, got {loss!r}")
+        return LOSSES[loss](**kwargs)
+    if not callable(loss):
+        raise TypeError(f"loss: expected a name, a loss object or a callable, got {type(loss).__name__}")
+    return loss
+
+
+__all__ = [
+    "AllMiner", "DISTANCES", "EasyHardMiner", "EasyMiner", "HardMiner", "InfoNCELoss", "LOSSES",
+    "MetricLoss", "SemiHardMiner", "SiameseLoss", "TripletLoss", "get_loss", "get_miner",
+    "paired_distance", "pairwise_distance",
+]
