@@ -21,7 +21,8 @@ class GroupBatchSampler:
             last batch is never a lone group.
         chunk_size: items per chunk, or None for whole groups.
         shuffle: False keeps a fixed order (evaluation).
-        seed: with `set_epoch`, makes each epoch's order reproducible (and equal on every process).
+        seed: with `set_epoch`, makes each epoch's order reproducible (and equal on every process);
+            call `set_epoch(e)` before epoch e, as with `DistributedSampler`.
 
     Raises:
         ValueError: batch_size < 2 or chunk_size < 1.
@@ -72,9 +73,8 @@ class GroupBatchSampler:
         return batches
 
     def __iter__(self):
-        yield from self._batches
-        # the next iteration without set_epoch gets a fresh order
-        self.set_epoch(self.epoch + 1) if self.shuffle else None
+        # like DistributedSampler: the order changes only through set_epoch (the engine calls it)
+        return iter(self._batches)
 
     def __len__(self) -> int:
         return len(self._batches)

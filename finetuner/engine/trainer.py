@@ -144,6 +144,10 @@ class Trainer:
         acc = self.accelerator
         self._call("on_fit_start")
         while self.state.epoch < self.epochs and not self.state.should_stop:
+            # accelerate's loader re-sets its sampler's epoch from its own iteration counter, which
+            # restarts at 0 in a resumed process: set both, or a resumed epoch replays epoch 0's order
+            if hasattr(self.train_loader, "set_epoch"):
+                self.train_loader.set_epoch(self.state.epoch)
             if self.sampler is not None and hasattr(self.sampler, "set_epoch"):
                 self.sampler.set_epoch(self.state.epoch)
             self.wrapped.train()

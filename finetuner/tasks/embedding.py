@@ -24,6 +24,11 @@ from ..optim import build_optimizer, build_scheduler
 from ..result import FitResult
 
 
+# fit's margin for the margin losses: with cosine distance (in [0, 2]) 0.5 beat the classes'
+# 1.0 on Fashion-MNIST (mAP@10 0.798 vs 0.749 after 10 epochs, cosine schedule; see README)
+DEFAULT_MARGIN = 0.5
+
+
 def check_train_data(data: LabeledData, name: str = "train_data") -> None:
     """Raise before training if no batch could hold a positive and a negative pair."""
     groups, counts = np.unique(data.groups, return_counts=True)
@@ -53,7 +58,7 @@ def fit_embedding(
     learning_rate: float = 1e-3,
     optimizer: Any = "adam",
     optimizer_kwargs: dict | None = None,
-    scheduler: Any = None,
+    scheduler: Any = "cosine",
     warmup_ratio: float = 0.0,
     miner: Any = None,
     distance: str | None = None,
@@ -74,6 +79,7 @@ def fit_embedding(
     ks: Sequence[int] = (10,),
     eval_batch_size: int = 512,
     verbose: bool = True,
+    report: bool = True,
 ) -> FitResult:
     """See `finetuner.fit` (this is its recipe for embedding models)."""
     from accelerate.utils import set_seed
@@ -87,6 +93,8 @@ def fit_embedding(
     check_train_data(train)
     evald = to_labeled(eval_data, None, "eval_data") if eval_data is not None else None
 
+    if margin is None and loss in ("SiameseLoss", "TripletLoss"):
+        margin = DEFAULT_MARGIN
     loss_kwargs = {k: v for k, v in (("distance", distance), ("margin", margin), ("miner", miner)) if v is not None}
     if isinstance(loss, str) and loss in ("InfoNCELoss", "MultipleNegativesRankingLoss"):
         if "miner" in loss_kwargs or "margin" in loss_kwargs:
@@ -107,22 +115,25 @@ def fit_embedding(
 
     # one real batch through model and loss before any long work: shape, batch size, pairs
     inputs, labels = collate(LabeledDataset(train, preprocess_fn).__getitems__(next(iter(sampler))))
-    sampler.set_epoch(0)
     with torch.no_grad():
         emb = model(inputs)
         check_embeddings(emb, len(labels))
         loss_fn(emb, labels)
 
+    last_eval: dict = {}  # the latest eval embeddings, kept for the report (before / after)
+
     def evaluate(m: torch.nn.Module) -> dict:
         from ..evaluation import evaluate_embeddings
 
         emb = embed_batches(m, evald, batch_size=eval_batch_size, preprocess_fn=preprocess_fn, collate_fn=collate_fn)
+        last_eval["emb"] = emb
         labels = torch.from_numpy(evald.labels())
         metrics = {"eval_loss": _eval_loss(loss_fn, emb, labels, evald, batch_size, num_items_per_class, seed)}
         metrics.update(evaluate_embeddings(emb, labels, ks=tuple(ks), distance=metric_distance))
         return metrics
 
     metrics_before = evaluate(model) if evald is not None else {}
+    emb_before = last_eval.get("emb")
 
     accelerator = make_accelerator(device, precision, gradient_accumulation_steps)
     opt = build_optimizer(optimizer, model, learning_rate, optimizer_kwargs)
@@ -162,6 +173,7 @@ def fit_embedding(
         tmp = Path(output_dir) / "metrics.json.tmp"
         tmp.write_text(json.dumps(result.to_dict(), indent=2, default=float))
         os.replace(tmp, Path(output_dir) / "metrics.json")
+        _save_report(output_dir, evald, emb_before, last_eval.get("emb"), metric_distance, seed, report, verbose)
     if verbose and accelerator.is_main_process:
         result.print_summary()
     return result
@@ -180,3 +192,23 @@ def _eval_loss(loss_fn, emb: torch.Tensor, labels: torch.Tensor, data: LabeledDa
             except ValueError:  # a batch with no valid pair says nothing about the loss
                 continue
     return float(np.mean(values)) if values else float("nan")
+
+
+def _save_report(output_dir, evald: LabeledData | None, emb_before, emb_after, distance: str, seed: int,
+                 report: bool, verbose: bool) -> None:
+    """Keep what `finetuner report` needs (eval items, labels, embeddings before / after) and,
+    with `report`, write OUTPUT_DIR/report.html. A failing report only warns: the trained model
+    and metrics are already saved."""
+    from ..report import build_report, save_report_data
+
+    if evald is not None and emb_before is not None and emb_after is not None:
+        save_report_data(output_dir, evald, emb_before, emb_after, distance=distance, seed=seed)
+    if report:
+        try:
+            path = build_report(output_dir, seed=seed)
+        except Exception as e:  # noqa: BLE001
+            warnings.warn(f"report: could not build the report ({type(e).__name__}: {e}); "
+                          f"retry with `finetuner report {output_dir}`", stacklevel=3)
+            return
+        if verbose:
+            print(f"report: {path}")

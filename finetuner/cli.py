@@ -1,0 +1,89 @@
+"""The `finetuner` command line (typer): fit, demo, and the commands of each part."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Fine-tune a pretrained model on your own task, and see by how much.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+DEMOS = {
+    # name -> module with run(data_dir, output_dir, epochs, quick) ; each part adds its own
+    "fashion": "finetuner.demos.fashion",
+}
+
+
+@app.command()
+def demo(
+    name: str = typer.Argument(..., help=f"one of: {', '.join(DEMOS)}"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder with the data sets (default: $FINETUNER_DATA, else download)"),
+    output_dir: Path = typer.Option(Path("runs/demo"), help="where the model, metrics and logs go"),
+    epochs: Optional[int] = typer.Option(None, help="override the demo's number of epochs"),
+    quick: bool = typer.Option(False, help="a small, fast version (for smoke tests)"),
+) -> None:
+    """Run a demo end to end on real data and print the metrics before and after."""
+    if name not in DEMOS:
+        raise typer.BadParameter(f"unknown demo {name!r}; expected one of {sorted(DEMOS)}", param_hint="NAME")
+    module = importlib.import_module(DEMOS[name])
+    module.run(data_dir=str(data_dir) if data_dir else None, output_dir=str(output_dir / name), epochs=epochs, quick=quick)
+
+
+@app.command("fit")
+def fit_cmd(
+    model: str = typer.Argument(..., help="a saved finetuner model folder, or 'module:factory' returning a torch module"),
+    train_data: str = typer.Option(..., "--train-data", help="CSV/JSONL file, or a toydata name such as 'fashion'"),
+    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="CSV/JSONL file or toydata name (test split)"),
+    output_dir: Path = typer.Option(Path("runs/fit"), help="model, metrics.json, logs and checkpoints go here"),
+    loss: str = typer.Option("SiameseLoss", help="SiameseLoss, TripletLoss or InfoNCELoss"),
+    epochs: int = typer.Option(10), batch_size: int = typer.Option(256), learning_rate: float = typer.Option(1e-3),
+    miner: Optional[str] = typer.Option(None, help="all, hard, semihard or easy"),
+    precision: str = typer.Option("fp32", help="fp32 or bf16"),
+    device: str = typer.Option("auto"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder of the toydata sets"),
+    resume: bool = typer.Option(False, help="continue from the last checkpoint in output_dir"),
+    seed: int = typer.Option(42),
+) -> None:
+    """Fine-tune a model; writes OUTPUT_DIR/model and OUTPUT_DIR/metrics.json."""
+    import finetuner
+
+    result = finetuner.fit(
+        _load_model(model), _load_data(train_data, data_dir, test=False),
+        _load_data(eval_data, data_dir, test=True) if eval_data else None,
+        loss=loss, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, miner=miner,
+        precision=precision, device=device, output_dir=str(output_dir), resume=resume, seed=seed)
+    typer.echo(f"model: {output_dir / 'model'}\nmetrics: {output_dir / 'metrics.json'}")
+    if result.metrics_after:
+        typer.echo(json.dumps({k: round(v, 4) for k, v in result.metrics_after.items()}))
+
+
+def _load_model(spec: str):
+    import finetuner
+
+    if Path(spec).is_dir():
+        return finetuner.load(spec).train()
+    if ":" in spec:
+        module, attr = spec.split(":", 1)
+        return getattr(importlib.import_module(module), attr)()
+    raise typer.BadParameter(f"expected a saved model folder or 'module:factory', got {spec!r}", param_hint="MODEL")
+
+
+def _load_data(spec: str, data_dir: Optional[Path], test: bool):
+    from finetuner import toydata
+
+    loader = getattr(toydata, f"generate_{spec.replace('-', '_')}", None)
+    if loader is not None and not Path(spec).exists():
+        return loader(is_testset=test, data_dir=str(data_dir) if data_dir else None)
+    return spec  # a file path: fit reads CSV / JSONL itself
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
