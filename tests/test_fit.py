@@ -151,3 +151,21 @@ def test_cli_fit_writes_model_and_metrics(tmp_path, data_dir):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["metrics_after"]["mAP@10"] > metrics["metrics_before"]["mAP@10"]
     assert (out / "model" / "model.safetensors").exists()
+
+
+def test_bf16_and_gradient_accumulation(fashion):
+    train, test = fashion
+    torch.manual_seed(0)
+    result = finetuner.fit(mlp(), train.subset(np.arange(3000)), eval_data=test, epochs=2, precision="bf16",
+                           gradient_accumulation_steps=2, max_grad_norm=1.0, verbose=False)
+    assert result.metrics_after["mAP@10"] > result.metrics_before["mAP@10"]
+    # 3000 items / 256 per batch = 12 batches per epoch -> 6 optimizer steps per epoch
+    assert len(result.history) == 2
+
+
+def test_cli_demo_fashion_quick(tmp_path, data_dir):
+    cmd = [sys.executable, "-m", "finetuner.cli", "demo", "fashion", "--quick", "--output-dir", str(tmp_path),
+           "--data-dir", str(data_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mAP@10" in proc.stdout and (tmp_path / "fashion" / "model" / "finetuner.json").exists()
