@@ -11,8 +11,9 @@ from .data.labeled import LabeledData
 from .fit import fit
 from .inference import embed, evaluate
 from .io import load, save
+from .models.tailor import display, to_embedding_model
 from .result import FitResult
 
 __version__ = "0.1.0"
 
-__all__ = ["FitResult", "LabeledData", "embed", "evaluate", "fit", "load", "save", "__version__"]
+__all__ = ["FitResult", "LabeledData", "embed", "evaluate", "display", "fit", "load", "save", "to_embedding_model", "__version__"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +16,21 @@ app = typer.Typer(help="Fine-tune a pretrained model on your own task, and see b
 DEMOS = {
     # name -> module with run(data_dir, output_dir, epochs, quick) ; each part adds its own
     "fashion": "finetuner.demos.fashion",
+    "tailor": "finetuner.demos.tailor",
+    "mrpc": "finetuner.demos.mrpc",
+    "llm": "finetuner.demos.llm",
+    "covid-qa": "finetuner.demos.covid_qa",
+    "sst2-tuner": "finetuner.demos.sst2_tuner",
+    "arxiv-contrastive": "finetuner.demos.arxiv_contrastive",
 }
+
+from finetuner.llm.cli import app as _llm_app  # noqa: E402  (typer only; heavy imports stay in the commands)
+
+app.add_typer(_llm_app, name="llm")
+
+from finetuner.labeler.cli import label as _label_cmd  # noqa: E402  (typer only; the server loads on use)
+
+app.command("label")(_label_cmd)
 
 
 @app.command()
@@ -39,8 +54,12 @@ def fit_cmd(
     train_data: str = typer.Option(..., "--train-data", help="CSV/JSONL file, or a toydata name such as 'fashion'"),
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="CSV/JSONL file or toydata name (test split)"),
     output_dir: Path = typer.Option(Path("runs/fit"), help="model, metrics.json, logs and checkpoints go here"),
-    loss: str = typer.Option("SiameseLoss", help="SiameseLoss, TripletLoss or InfoNCELoss"),
-    epochs: int = typer.Option(10), batch_size: int = typer.Option(256), learning_rate: float = typer.Option(1e-3),
+    task: Optional[str] = typer.Option(None, help="'classification' (MODEL is a model folder; a new head is added) "
+                                       "or 'embedding'; default: inferred from the model"),
+    loss: str = typer.Option("SiameseLoss", help="SiameseLoss, TripletLoss or InfoNCELoss (embedding)"),
+    # None: the task's own default (embedding 10 / 256 / 1e-3, classification 3 / 8 / 5e-5)
+    epochs: Optional[int] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
+    learning_rate: Optional[float] = typer.Option(None),
     miner: Optional[str] = typer.Option(None, help="all, hard, semihard or easy"),
     precision: str = typer.Option("fp32", help="fp32 or bf16"),
     device: str = typer.Option("auto"),
@@ -51,14 +70,53 @@ def fit_cmd(
     """Fine-tune a model; writes OUTPUT_DIR/model and OUTPUT_DIR/metrics.json."""
     import finetuner
 
-    result = finetuner.fit(
-        _load_model(model), _load_data(train_data, data_dir, test=False),
-        _load_data(eval_data, data_dir, test=True) if eval_data else None,
-        loss=loss, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, miner=miner,
-        precision=precision, device=device, output_dir=str(output_dir), resume=resume, seed=seed)
+    _started = time.time()
+    given = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("learning_rate", learning_rate))
+             if v is not None}
+    if task == "classification" or (task is None and _is_classifier_folder(model)):
+        # a text classifier starts from a model folder (or a saved classifier), not a torch module
+        result = finetuner.fit(
+            model, _load_data(train_data, data_dir, test=False),
+            _load_data(eval_data, data_dir, test=True) if eval_data else None, task="classification", **given,
+            precision=precision, device=device, output_dir=str(output_dir), resume=resume, seed=seed)
+    else:
+        result = finetuner.fit(
+            _load_model(model), _load_data(train_data, data_dir, test=False),
+            _load_data(eval_data, data_dir, test=True) if eval_data else None, **({"task": task} if task else {}),
+            loss=loss, **({"epochs": 10, "batch_size": 256, "learning_rate": 1e-3} | given), miner=miner,
+            precision=precision, device=device, output_dir=str(output_dir), resume=resume, seed=seed)
     typer.echo(f"model: {output_dir / 'model'}\nmetrics: {output_dir / 'metrics.json'}")
     if result.metrics_after:
         typer.echo(json.dumps({k: round(v, 4) for k, v in result.metrics_after.items()}))
+    report_path = output_dir / "report.html"
+    if report_path.is_file() and report_path.stat().st_mtime >= _started:  # this run's report, not an old one
+        typer.echo(f"report: {report_path}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="the output_dir of a finished fit (holds metrics.json)"),
+    num_queries: int = typer.Option(4, help="queries shown with their nearest neighbours"),
+    k: int = typer.Option(5, help="neighbours shown per query"),
+    projection: str = typer.Option("auto", help="2-D map: auto (UMAP when installed, else PCA), pca or umap"),
+    seed: int = typer.Option(0, help="seed of the query choice and the map sample"),
+) -> None:
+    """Build RUN_DIR/report.html (metrics, curves, embedding map, neighbours) and print its path."""
+    from finetuner.report import build_report
+
+    try:
+        path = build_report(run_dir, num_queries=num_queries, k=k, projection=projection, seed=seed)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    typer.echo(str(path))
+
+
+def _is_classifier_folder(spec: str) -> bool:
+    """A saved text classifier or a transformers sequence-classification folder."""
+    from finetuner.tasks.classification import looks_like_classification
+
+    return Path(spec).is_dir() and looks_like_classification(spec, {})
 
 
 def _load_model(spec: str):

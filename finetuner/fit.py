@@ -6,7 +6,12 @@ import inspect
 from typing import Any
 
 from .result import FitResult
+from .tasks.classification import fit_classification, looks_like_classification
 from .tasks.embedding import fit_embedding
+from .tasks.text import fit_text, is_text_model
+
+# task name -> recipe, for fit(..., task=NAME)
+TASKS = {"embedding": fit_embedding, "classification": fit_classification}
 
 
 def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> FitResult:
@@ -17,7 +22,11 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
 
     Args:
         model: an embedding model: a `torch.nn.Module` mapping a batch of items to a float
-            tensor [B, D].
+            tensor [B, D]. Text models (a model folder or hub id string, a
+            `sentence_transformers.SentenceTransformer`, or a module wrapping a Hugging Face
+            transformer given with a `collate_fn`) go to `finetuner.tasks.text.fit_text`, whose
+            defaults suit them (in-batch negatives, lr 2e-5, 1 epoch, bf16, length-grouped
+            batches; CoSENT for scored pairs) and which adds pooling / normalize / max_length.
         train_data: labeled data in class, pair, triplet or session format, as a list of
             tuples or dicts, numpy `(X, y)`, a pandas DataFrame, a `datasets.Dataset`, a CSV /
             JSONL path or a `LabeledData` (see `finetuner.data.formats`). Every format works
@@ -26,13 +35,18 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
             after every epoch and at the end (each item a query against all others).
 
     Keyword Args:
+        task: a name of `TASKS` ("embedding", "classification"), or None to infer it: a
+            text classifier (`finetuner.tasks.classification.fit_classification`, whose
+            arguments then apply) when the model has a sequence-classification head or
+            `num_labels` is given with a model path; else embedding (the arguments below).
         loss: "SiameseLoss" (default), "TripletLoss", "InfoNCELoss", a loss object, or any
             callable `(embeddings [B, D], labels) -> scalar`.
         distance, margin, miner: passed to a loss given by name; distance "cosine" (default),
-            "euclidean", "sqeuclidean"; miner "all" (default), "hard", "semihard", "easy".
+            "euclidean", "sqeuclidean"; margin 0.5 for SiameseLoss / TripletLoss; miner "all"
+            (default), "hard", "semihard", "easy".
         epochs (10), batch_size (256), learning_rate (1e-3), optimizer ("adam"; "adamw", "sgd",
-            a class or an instance), optimizer_kwargs, scheduler (None, "linear", "cosine" or
-            a factory), warmup_ratio (0).
+            a class or an instance), optimizer_kwargs, scheduler ("cosine" decay to 0 per step;
+            "linear", "constant", None or a factory), warmup_ratio (0).
         num_items_per_class: items of one class per batch for class data (4).
         preprocess_fn: applied to each item; collate_fn: list of items -> model input.
         device: "auto" (GPU when there is one), "cpu", "cuda". precision: "fp32" or "bf16".
@@ -44,6 +58,20 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
             TensorBoard logs and a checkpoint per epoch. resume: True resumes from the last
             checkpoint in output_dir, or a checkpoint folder.
         verbose: progress bar and the before/after table (True).
+        to_embedding_model, layer_name, freeze, freeze_layer, output_dim, projection_head,
+            input_size, pooling: turn a general model into an embedding model first (see
+            `finetuner.to_embedding_model`; probed with two training items). The seed form
+            `fit(model, data, freeze_layer=-1, output_dim=128)` freezes all but a new 128-d head.
+        cache_prefix: "auto" (default): when the layers below the trainable ones are frozen,
+            run the data through them once and train only the rest on the cached outputs
+            (`finetuner.models.prefix_cache`); True also with a `preprocess_fn`; False never.
+        interactive: True opens the Labeler (`finetuner.labeler`): `train_data` may be unlabeled
+            items; a local page (http://127.0.0.1) shows queries and their nearest items, each
+            labelled page is stored and the model is tuned in the background with the other
+            arguments above (epochs, learning_rate, batch_size, loss, device, callbacks, ...),
+            queries chosen by active learning. Also host, port, open_browser, top_k, strategy,
+            num_candidates, min_new_sessions, display_fn, max_body_bytes (see
+            `finetuner.labeler.recipe`). Returns when the page's Finish button is pressed.
 
     Returns:
         `FitResult` with `.model`, `.history`, `.metrics_before`, `.metrics_after`.
@@ -56,9 +84,39 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
             where no query has a relevant item, ...).
         FloatingPointError: the loss became NaN or infinite during training.
     """
-    recipe = fit_embedding
+    from .models.tailor import is_tailored, pop_tailor_args, tailor_for_fit
+
+    tailor, cache_prefix = pop_tailor_args(kwargs), kwargs.pop("cache_prefix", "auto")
+    if tailor:  # general model -> embedding model before any recipe sees it
+        model = tailor_for_fit(model, train_data, tailor, kwargs)
+    recipe = _choose_recipe(model, kwargs)
     known = set(inspect.signature(recipe).parameters) - {"model", "train_data", "eval_data"}
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise TypeError(f"fit: unknown argument(s) {unknown}; known arguments: {sorted(known)}")
+    if is_tailored(model) and recipe in (fit_embedding, fit_text):  # a cached prefix's rest trains as embedding
+        from .models.prefix_cache import fit_with_prefix_cache
+
+        return fit_with_prefix_cache(recipe, model, train_data, eval_data, cache_prefix=cache_prefix, **kwargs)
     return recipe(model, train_data, eval_data, **kwargs)
+
+
+def _choose_recipe(model: Any, kwargs: dict):
+    """The recipe for this model and these arguments (each task lives in `finetuner.tasks`).
+
+    Pops `task` from `kwargs`: a name of `TASKS`, or None to infer it from the model.
+    """
+    if kwargs.pop("interactive", False):  # the Labeler wraps the recipe chosen below
+        from .labeler.recipe import interactive_recipe
+
+        return interactive_recipe(_choose_recipe(model, kwargs))
+    task = kwargs.pop("task", None)
+    if task is not None:
+        if task not in TASKS:
+            raise ValueError(f"task: expected one of {sorted(TASKS)} or None (inferred), got {task!r}")
+        return TASKS[task]
+    if looks_like_classification(model, kwargs):
+        return fit_classification
+    if is_text_model(model, kwargs):  # a path / id, a SentenceTransformer, or a HF module + collate_fn
+        return fit_text
+    return fit_embedding

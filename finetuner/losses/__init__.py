@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .base import MetricLoss
+from .cosent import CoSENTLoss
 from .distances import DISTANCES, paired_distance, pairwise_distance
 from .infonce import InfoNCELoss
 from .miners import AllMiner, EasyHardMiner, EasyMiner, HardMiner, SemiHardMiner, get_miner
@@ -15,6 +16,7 @@ LOSSES = {
     "SiameseLoss": SiameseLoss,
     "TripletLoss": TripletLoss,
     "InfoNCELoss": InfoNCELoss,
+    "CoSENTLoss": CoSENTLoss,
     # the sentence-transformers name for the same loss
     "MultipleNegativesRankingLoss": InfoNCELoss,
 }
@@ -41,7 +43,7 @@ def get_loss(loss, **kwargs) -> Callable:
 
 
 __all__ = [
-    "AllMiner", "DISTANCES", "EasyHardMiner", "EasyMiner", "HardMiner", "InfoNCELoss", "LOSSES",
+    "AllMiner", "CoSENTLoss", "DISTANCES", "EasyHardMiner", "EasyMiner", "HardMiner", "InfoNCELoss", "LOSSES",
     "MetricLoss", "SemiHardMiner", "SiameseLoss", "TripletLoss", "get_loss", "get_miner",
     "paired_distance", "pairwise_distance",
 ]

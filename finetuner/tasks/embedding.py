@@ -80,8 +80,17 @@ def fit_embedding(
     eval_batch_size: int = 512,
     verbose: bool = True,
     report: bool = True,
+    batch_sampler: Any = None,
+    compute_loss: Callable | None = None,
+    eval_metrics: Callable | None = None,
 ) -> FitResult:
-    """See `finetuner.fit` (this is its recipe for embedding models)."""
+    """See `finetuner.fit` (this is its recipe for embedding models).
+
+    Hooks for recipes built on this one (e.g. `finetuner.tasks.text`): `batch_sampler`, a batch
+    sampler over the train items used instead of `GroupBatchSampler`; `compute_loss`,
+    `(model, (inputs, labels)) -> scalar` used instead of `loss(model(inputs), labels)`;
+    `eval_metrics`, `(embeddings [N, D], eval LabeledData) -> dict` merged into the eval metrics.
+    """
     from accelerate.utils import set_seed
 
     if not isinstance(model, torch.nn.Module):
@@ -105,8 +114,8 @@ def fit_embedding(
     loss_fn = get_loss(loss, **loss_kwargs)
     metric_distance = getattr(loss_fn, "distance", None) or distance or "cosine"
 
-    sampler = GroupBatchSampler(train.groups, batch_size, num_items_per_class if train.format == "class" else None,
-                                seed=seed)
+    sampler = batch_sampler if batch_sampler is not None else GroupBatchSampler(
+        train.groups, batch_size, num_items_per_class if train.format == "class" else None, seed=seed)
     if train.format == "class" and num_items_per_class < 2:
         raise ValueError(f"num_items_per_class: expected an int >= 2 (a batch needs positive pairs), got {num_items_per_class}")
     collate = Collate(collate_fn)
@@ -130,6 +139,8 @@ def fit_embedding(
         labels = torch.from_numpy(evald.labels())
         metrics = {"eval_loss": _eval_loss(loss_fn, emb, labels, evald, batch_size, num_items_per_class, seed)}
         metrics.update(evaluate_embeddings(emb, labels, ks=tuple(ks), distance=metric_distance))
+        if eval_metrics is not None:
+            metrics.update(eval_metrics(emb, evald))
         return metrics
 
     metrics_before = evaluate(model) if evald is not None else {}
@@ -148,7 +159,7 @@ def fit_embedding(
         cbs.append(EarlyStopping(**es))
     cbs += list(callbacks or [])
 
-    trainer = Trainer(model, loader, lambda m, batch: loss_fn(m(batch[0]), batch[1]), optimizer=opt,
+    trainer = Trainer(model, loader, compute_loss or (lambda m, batch: loss_fn(m(batch[0]), batch[1])), optimizer=opt,
                       scheduler=sched, epochs=epochs, accelerator=accelerator,
                       evaluate=evaluate if evald is not None else None, callbacks=cbs,
                       output_dir=str(output_dir) if output_dir else None, save_fn=save,

@@ -6,5 +6,10 @@ else downloads them there (see `finetuner.toydata._files`). One module per data 
 """
 
 from finetuner.toydata.fashion import generate_fashion
+from finetuner.toydata.glue import generate_mrpc, generate_sst2
+from finetuner.toydata.instructions import generate_lima, generate_selfinstruct
+from finetuner.toydata.qa import generate_qa
+from finetuner.toydata.stsb import generate_stsb
 
-__all__ = ["generate_fashion"]
+__all__ = ["generate_fashion", "generate_lima", "generate_mrpc", "generate_qa", "generate_selfinstruct", "generate_sst2",
+           "generate_stsb"]

@@ -1,0 +1,176 @@
+"""finetuner.sklearn vs embetter 0.9 (finetune): fit time and held-out accuracy, same data and
+settings, side by side in one run.
+
+    flock /tmp/finetuner-cpu.lock python benchmarks/sklearn_vs_embetter.py [--repeats 5] [--threads N]
+
+Protocol (the embetter demos, evaluated on held-out data):
+- SST-2: 200 labelled train sentences (a different draw per repeat), 2000 held-out sentences
+  (dev + test files), all-MiniLM-L6-v2 embeddings (computed once, shared by both sides). Each
+  tuner is fitted on the 200; a LogisticRegression (scikit-learn defaults) is trained on the
+  200 tuned embeddings and scored on the 2000. "original" = the same regression on the
+  untuned embeddings.
+  FeedForwardTuner(n_epochs=500, learning_rate=0.01, hidden_dim=200) and ContrastiveTuner()
+  (defaults on both sides: hidden_dim=50, n_neg=3, epochs=20, learning_rate=0.001).
+- arXiv "new-dataset" (embetter's own data): stratified halves; the seed's pairs from the train
+  half; ContrastiveLearner(epochs=50, batch_size=256, learning_rate=0.002, shape_out=384);
+  balanced LogisticRegression trained on the train half, accuracy on the held-out half.
+
+Fit times are wall-clock seconds of `fit` alone (median over repeats, after one warm-up fit of
+each side). embetter runs as shipped; `--threads N` sets torch's thread count for both sides.
+Needs `pip install embetter==0.9.1` (no new dependency for finetuner itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import numpy as np
+import torch
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def _seed_all(seed: int) -> None:
+    # embetter draws from torch's and Python's global generators
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def sst2_rows(data_dir, repeats: int):
+    from embetter.finetune import ContrastiveTuner as EContrastive
+    from embetter.finetune import FeedForwardTuner as EFeedForward
+
+    from finetuner.demos.sst2_tuner import heldout_accuracy, load_split
+    from finetuner.sklearn import ContrastiveTuner, FeedForwardTuner, SentenceEncoder
+
+    enc = SentenceEncoder("all-MiniLM-L6-v2")
+    splits = [load_split(data_dir, seed=r) for r in range(repeats)]
+    test_texts, y_te = splits[0][2], splits[0][3]
+    X_te = enc.fit_transform(test_texts)
+    cache = {}
+    train_texts = sorted({t for s in splits for t in s[0]})
+    for t, x in zip(train_texts, enc.transform(train_texts)):
+        cache[t] = x
+
+    settings = {
+        "FeedForwardTuner": (lambda r: EFeedForward(n_epochs=500, learning_rate=0.01, hidden_dim=200),
+                             lambda r: FeedForwardTuner(n_epochs=500, learning_rate=0.01, hidden_dim=200, random_state=r)),
+        "ContrastiveTuner": (lambda r: EContrastive(),
+                             lambda r: ContrastiveTuner(random_state=r)),
+    }
+    res = {"original": {"acc": []}}
+    for name in settings:
+        for side in ("embetter", "finetuner"):
+            res[f"{name}/{side}"] = {"acc": [], "fit_s": []}
+    X0 = np.stack([cache[t] for t in splits[0][0]])
+    for name, (make_e, make_f) in settings.items():  # warm-up: first torch calls are slow
+        make_e(0).fit(X0, splits[0][1])
+        make_f(0).fit(X0, splits[0][1])
+    for r, (tr_texts, y_tr, _, _) in enumerate(splits):
+        X_tr = np.stack([cache[t] for t in tr_texts])
+        res["original"]["acc"].append(heldout_accuracy(X_tr, y_tr, X_te, y_te))
+        for name, (make_e, make_f) in settings.items():
+            for side, make in (("embetter", make_e), ("finetuner", make_f)):
+                _seed_all(r)
+                tuner, seconds = _timed(lambda: make(r).fit(X_tr, y_tr))
+                acc = heldout_accuracy(tuner.transform(X_tr), y_tr, tuner.transform(X_te), y_te)
+                res[f"{name}/{side}"]["acc"].append(acc)
+                res[f"{name}/{side}"]["fit_s"].append(seconds)
+        print(f"  SST-2 draw {r}: original {res['original']['acc'][-1]:.4f}  " + "  ".join(
+            f"{k} {v['acc'][-1]:.4f}" for k, v in res.items() if k != "original"), flush=True)
+    return res
+
+
+def arxiv_rows(data_dir, repeats: int):
+    from embetter.finetune import ContrastiveLearner as ELearner
+    from sklearn.linear_model import LogisticRegression
+
+    from finetuner.demos.arxiv_contrastive import load_examples, seed_pairs
+    from finetuner.sklearn import ContrastiveLearner, SentenceEncoder
+    from sklearn.model_selection import train_test_split
+
+    rows = [r for r in load_examples(data_dir) if "new-dataset" in r["cats"]]
+    texts = [r["text"] for r in rows]
+    y = np.asarray([int(r["cats"]["new-dataset"]) for r in rows])
+    X = SentenceEncoder("all-MiniLM-L6-v2").fit_transform(texts)
+    kw = dict(epochs=50, batch_size=256, learning_rate=0.002, shape_out=384)
+    res = {"original": {"acc": []}, "ContrastiveLearner/embetter": {"acc": [], "fit_s": []},
+           "ContrastiveLearner/finetuner": {"acc": [], "fit_s": []}}
+
+    def acc(A, B, ya, yb):
+        return float(LogisticRegression(class_weight="balanced", max_iter=2000).fit(A, ya).score(B, yb))
+
+    for r in range(repeats):
+        tr, te = train_test_split(np.arange(len(y)), test_size=0.5, stratify=y, random_state=r)
+        t1, t2, sim = seed_pairs([texts[i] for i in tr], y[tr], seed=r)
+        index = {texts[i]: i for i in tr}
+        X1, X2 = X[[index[t] for t in t1]], X[[index[t] for t in t2]]
+        if r == 0:  # warm-up
+            ELearner(**{**kw, "epochs": 1}).fit(X1, X2, sim)
+            ContrastiveLearner(**{**kw, "epochs": 1}).fit(X1, X2, sim)
+        res["original"]["acc"].append(acc(X[tr], X[te], y[tr], y[te]))
+        for side, make in (("embetter", lambda: ELearner(**kw)),
+                           ("finetuner", lambda: ContrastiveLearner(**kw, random_state=r))):
+            _seed_all(r)
+            learner, seconds = _timed(lambda: make().fit(X1, X2, sim))
+            res[f"ContrastiveLearner/{side}"]["acc"].append(
+                acc(learner.transform(X[tr]), learner.transform(X[te]), y[tr], y[te]))
+            res[f"ContrastiveLearner/{side}"]["fit_s"].append(seconds)
+        print(f"  arXiv split {r}: " + "  ".join(f"{k} {v['acc'][-1]:.4f}" for k, v in res.items()), flush=True)
+    return res
+
+
+def table(title: str, res: dict) -> list[dict]:
+    base = np.asarray(res["original"]["acc"])
+    print(f"\n{title}\n{'method':<30}{'fit s':>8}{'speed-up':>10}{'held-out acc':>16}{'vs original':>13}{'wins':>7}")
+    print(f"{'original embeddings':<30}{'':>8}{'':>10}{base.mean():>9.4f} ±{base.std():.3f}")
+    out = []
+    for key, v in res.items():
+        if key == "original":
+            continue
+        name, side = key.split("/")
+        acc = np.asarray(v["acc"])
+        fit = float(np.median(v["fit_s"]))
+        peer = float(np.median(res[f"{name}/embetter"]["fit_s"]))
+        ratio = peer / fit
+        row = {"method": name, "side": side, "fit_s_median": fit, "speedup_vs_embetter": ratio,
+               "acc_mean": float(acc.mean()), "acc_std": float(acc.std()), "delta_vs_original": float((acc - base).mean()),
+               "wins_vs_original": int((acc > base).sum()), "repeats": len(acc)}
+        out.append(row)
+        print(f"{key:<30}{fit:>8.3f}{ratio:>9.1f}x{acc.mean():>9.4f} ±{acc.std():.3f}{row['delta_vs_original']:>+13.4f}"
+              f"{row['wins_vs_original']:>4}/{len(acc)}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", default=None, help="shared data folder (default: $FINETUNER_DATA, else download)")
+    ap.add_argument("--repeats", type=int, default=5, help="train draws (SST-2) / splits (arXiv)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
+    ap.add_argument("--skip-arxiv", action="store_true")
+    ap.add_argument("--json", default=None, help="write the rows here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import embetter
+
+    print(f"embetter {getattr(embetter, '__version__', '?')}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} torch threads, {args.repeats} repeats")
+    rows = {"sst2": table("SST-2 (200 train / 2000 held-out, MiniLM)", sst2_rows(args.data_dir, args.repeats))}
+    if not args.skip_arxiv:
+        rows["arxiv"] = table("arXiv new-dataset (held-out half, balanced LR)", arxiv_rows(args.data_dir, args.repeats))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

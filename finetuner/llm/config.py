@@ -1,0 +1,152 @@
+"""The trainer configuration of `FineTuner`: familiar `transformers.TrainingArguments` names,
+run by finetuner's own engine (`finetuner.engine.Trainer`, on accelerate).
+
+Pluggable: subclass `TrainerConfig` and override `build_optimizer`, `build_scheduler` or
+`callbacks` to change how training is set up; the loop itself stays the engine's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+from ..optim import SCHEDULERS, build_optimizer, build_scheduler
+from .models import bf16_supported
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SAVE_STRATEGIES = ("epoch", "steps", "no")
+
+
+@dataclass
+class TrainerConfig:
+    """How to train (LoRA / QLoRA supervised fine-tuning).
+
+    Attributes:
+        output_dir: where `train()` saves the adapter, tokenizer, metrics and checkpoints; used
+            when `train()` gets none.
+        num_train_epochs: passes over the training data (int >= 1); used when `train()` gets none.
+        per_device_train_batch_size: rows per step (examples, or packed rows of examples).
+        per_device_eval_batch_size: rows per evaluation batch.
+        gradient_accumulation_steps: micro-batches summed into one optimizer step.
+        learning_rate: peak AdamW learning rate (LoRA commonly 1e-4 .. 3e-4).
+        weight_decay: AdamW decoupled weight decay (Loshchilov & Hutter 2019).
+        lr_scheduler_type: "linear" (decay to 0), "cosine" or "constant", after warm-up.
+        warmup_ratio: share of steps with linear warm-up, in [0, 1).
+        max_grad_norm: clip the gradient's global L2 norm to this; None disables clipping.
+        optim: "adamw", "adam", "sgd" or "rmsprop".
+        precision: "auto" (bf16 autocast where the device has bf16 matmuls, else fp32), "fp32",
+            "bf16" or "fp16" (CUDA).
+        packing: pack several examples into each row of `max_length` tokens (no attention or
+            loss across them); otherwise one example per row.
+        group_by_length: batch examples of similar length together (less padding).
+        save_strategy: "epoch" (a checkpoint after each epoch), "steps" (every `save_steps`
+            optimizer steps, plus the last) or "no".
+        save_steps: checkpoint interval in optimizer steps; setting it implies "steps" checkpoints
+            in addition to the epoch ones.
+        save_total_limit: keep only the newest N checkpoints (None keeps all).
+        eval_strategy: "epoch" (held-out loss after each epoch when eval data is given) or "no".
+        report_to: loggers besides the progress bar: any of "csv", "tensorboard".
+        seed: seed of LoRA initialisation, data order and dropout.
+        verbose: progress bar and summary tables.
+
+    Raises:
+        ValueError: from `validate()`, naming the field, the expected values and the given one.
+    """
+
+    output_dir: str | None = None
+    num_train_epochs: int = 3
+    per_device_train_batch_size: int = 4
+    per_device_eval_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.0
+    max_grad_norm: float | None = 1.0
+    optim: str = "adamw"
+    precision: str = "auto"
+    packing: bool = False
+    group_by_length: bool = True
+    save_strategy: str = "epoch"
+    save_steps: int | None = None
+    save_total_limit: int | None = 2
+    eval_strategy: str = "epoch"
+    report_to: tuple = ("csv",)
+    seed: int = 42
+    verbose: bool = True
+
+    def validate(self) -> "TrainerConfig":
+        """Check every field; return self.
+
+        Raises:
+            ValueError: the first bad field, with what was expected and what was given.
+        """
+        def positive_int(name: str, allow_none: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"trainer_config.{name}: expected an int >= 1{' or None' if allow_none else ''}, got {value!r}")
+
+        for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
+                     "gradient_accumulation_steps"):
+            positive_int(name)
+        positive_int("save_steps", allow_none=True)
+        positive_int("save_total_limit", allow_none=True)
+        if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
+            raise ValueError(f"trainer_config.learning_rate: expected a number > 0, got {self.learning_rate!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"trainer_config.weight_decay: expected a number >= 0, got {self.weight_decay!r}")
+        if self.lr_scheduler_type not in SCHEDULERS:
+            raise ValueError(f"trainer_config.lr_scheduler_type: expected one of {SCHEDULERS}, got {self.lr_scheduler_type!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"trainer_config.warmup_ratio: expected a number in [0, 1), got {self.warmup_ratio!r}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError(f"trainer_config.max_grad_norm: expected a number > 0 or None, got {self.max_grad_norm!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"trainer_config.precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        if self.save_strategy not in SAVE_STRATEGIES:
+            raise ValueError(f"trainer_config.save_strategy: expected one of {SAVE_STRATEGIES}, got {self.save_strategy!r}")
+        if self.save_strategy == "steps" and self.save_steps is None:
+            raise ValueError("trainer_config.save_steps: save_strategy='steps' needs save_steps (an int >= 1), got None")
+        if self.eval_strategy not in ("epoch", "no"):
+            raise ValueError(f"trainer_config.eval_strategy: expected 'epoch' or 'no', got {self.eval_strategy!r}")
+        unknown = set(self.report_to or ()) - {"csv", "tensorboard"}
+        if isinstance(self.report_to, str) or unknown:
+            raise ValueError(f"trainer_config.report_to: expected a tuple of 'csv' / 'tensorboard', got {self.report_to!r}")
+        return self
+
+    def resolved_precision(self, device: str) -> str:
+        """The precision to train in on `device`: "auto" becomes "bf16" where bf16 matmuls are
+        fast, "fp16" on CUDA without bf16, else "fp32"."""
+        if self.precision != "auto":
+            return self.precision
+        if bf16_supported(device):
+            return "bf16"
+        return "fp16" if device.startswith("cuda") else "fp32"
+
+    def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """The optimizer over the trainable (LoRA) parameters."""
+        kwargs = {"weight_decay": self.weight_decay} if self.optim in ("adamw", "adam", "sgd") else {}
+        return build_optimizer(self.optim, model, self.learning_rate, kwargs)
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int):
+        """The per-step learning-rate schedule over `total_steps` optimizer steps."""
+        return build_scheduler(self.lr_scheduler_type, optimizer, total_steps, self.warmup_ratio)
+
+    def callbacks(self) -> list:
+        """Extra engine callbacks (`finetuner.engine.callbacks.Callback`); none by default."""
+        return []
+
+    def replace(self, **changes: Any) -> "TrainerConfig":
+        """A copy with some fields changed."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise TypeError(f"TrainerConfig: unknown field(s) {unknown}; known: {sorted(known)}")
+        return type(self)(**{**asdict(self), **changes})
+
+
+DefaultTrainerConfig = TrainerConfig  # the name the FineTuner document uses
