@@ -201,20 +201,24 @@ SMALL_STEP_FLOPS = 2e7
 
 @contextmanager
 def small_step_threads(batch: int, n_in: int, n_out: int):
-    """Run torch on one thread while steps are small (batch x n_in x n_out < SMALL_STEP_FLOPS).
+    """Run torch and the BLAS under numpy on one thread while steps are small
+    (batch x n_in x n_out < SMALL_STEP_FLOPS).
 
     A tuner step on a few hundred embeddings is microseconds of math; with several threads each
     step also waits for every thread to get a core, which on a machine with other jobs made a
-    fit 100x slower (measured: 1.7 s with 2 threads, 0.015 s with 1). The previous thread count
-    is restored on exit.
+    fit 100x slower (measured: 1.7 s with 2 threads, 0.015 s with 1; numpy's eigh of a 384 x 384
+    matrix 1.3 s vs 15 ms). The previous thread counts are restored on exit.
     """
     if batch * n_in * n_out >= SMALL_STEP_FLOPS:
         yield
         return
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(before)
 

@@ -185,10 +185,9 @@ class ContrastiveLearner(_ContrastiveHead):
         X1, X2, y, loss_fn = self._check_pairs(X1, X2, y, reset=True)
         if not (y > 0).any():
             raise ValueError("y: no pair is similar (all y == 0); expected at least one y > 0")
-        rng = rng_of(self, reset=True)
-        self._init_head(np.vstack([X1, X2]), self.shape_out, rng)
-        stop, state = Converged(self.tol, self.n_iter_no_change), self._state()
         with small_step_threads(2 * self.batch_size, X1.shape[1], self.shape_out):
+            self._init_head(np.vstack([X1, X2]), self.shape_out, rng_of(self, reset=True))
+            stop, state = Converged(self.tol, self.n_iter_no_change), self._state()
             x1, x2 = to_tensor(X1), to_tensor(X2)
             for _ in range(self.epochs):
                 if stop(self._epoch(state, loss_fn, x1, x2, y)):
@@ -200,10 +199,10 @@ class ContrastiveLearner(_ContrastiveHead):
         """One more epoch over these pairs, continuing from the current weights and Adam state."""
         first = not hasattr(self, "coef_")
         X1, X2, y, loss_fn = self._check_pairs(X1, X2, y, reset=first)
-        if first:
-            self._init_head(np.vstack([X1, X2]), self.shape_out, rng_of(self, reset=True))
-        state = self._state()
         with small_step_threads(2 * self.batch_size, X1.shape[1], self.shape_out):
+            if first:
+                self._init_head(np.vstack([X1, X2]), self.shape_out, rng_of(self, reset=True))
+            state = self._state()
             self._epoch(state, loss_fn, to_tensor(X1), to_tensor(X2), y)
         self._store(state)
         return self
@@ -309,9 +308,9 @@ class ContrastiveTuner(_ContrastiveHead):
     def fit(self, X, y):
         """Train from scratch on X (float [N, n_features]) and class labels y ([N]); returns self."""
         X, yi, loss_fn = self._prepare(X, y, None, first=True)
-        self._init_head(X, self.hidden_dim, rng_of(self, reset=True))
-        stop, state = Converged(self.tol, self.n_iter_no_change), self._state()
         with small_step_threads(min(2 * self.batch_size, len(yi)), X.shape[1], self.hidden_dim):
+            self._init_head(X, self.hidden_dim, rng_of(self, reset=True))
+            stop, state = Converged(self.tol, self.n_iter_no_change), self._state()
             x = to_tensor(X)
             for _ in range(self.epochs):
                 if stop(self._epoch(state, loss_fn, x, yi)):
@@ -328,10 +327,10 @@ class ContrastiveTuner(_ContrastiveHead):
         """
         first = not hasattr(self, "coef_")
         X, yi, loss_fn = self._prepare(X, y, classes, first=first)
-        if first:
-            self._init_head(X, self.hidden_dim, rng_of(self, reset=True))
-        state = self._state()
         with small_step_threads(min(2 * self.batch_size, len(yi)), X.shape[1], self.hidden_dim):
+            if first:
+                self._init_head(X, self.hidden_dim, rng_of(self, reset=True))
+            state = self._state()
             self._epoch(state, loss_fn, to_tensor(X), yi)
         self._store(state)
         return self

@@ -94,11 +94,11 @@ class FeedForwardTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         self._check_params()
         X, y = check_X_y(self, X, y, reset=True)
         yi = encode_classes(self, y, first=True)
-        self._init(X, rng_of(self, reset=True))
-        self.n_iter_, self.loss_curve_ = 0, []
-        stop = Converged(self.tol, self.n_iter_no_change)
-        state = self._state()
         with small_step_threads(min(self.batch_size, len(yi)), X.shape[1], self.hidden_dim):
+            self._init(X, rng_of(self, reset=True))
+            self.n_iter_, self.loss_curve_ = 0, []
+            stop = Converged(self.tol, self.n_iter_no_change)
+            state = self._state()
             Xt, yt = to_tensor(X), torch.as_tensor(yi)
             for _ in range(self.n_epochs):
                 if stop(self._epoch(state, Xt, yt)):
@@ -121,11 +121,11 @@ class FeedForwardTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         first = not hasattr(self, "coefs_")
         X, y = check_X_y(self, X, y, reset=first)
         yi = encode_classes(self, y, classes, first=first)
-        if first:
-            self._init(X, rng_of(self, reset=True))
-            self.n_iter_, self.loss_curve_ = 0, []
-        state = self._state()
         with small_step_threads(min(self.batch_size, len(yi)), X.shape[1], self.hidden_dim):
+            if first:
+                self._init(X, rng_of(self, reset=True))
+                self.n_iter_, self.loss_curve_ = 0, []
+            state = self._state()
             self._epoch(state, to_tensor(X), torch.as_tensor(yi))
         self._store(state)
         return self
