@@ -13,8 +13,10 @@ Sides, each in a fresh subprocess (so neither inherits the other's warm caches o
 - `trainer`: the course's chapter-3 script: `Dataset.map` tokenisation, `DataCollatorWithPadding`,
   `TrainingArguments(eval_strategy="epoch")` with the default AdamW (fused), linear decay,
   eval batch 8; checkpoint saving and reporting turned off (less work for the peer).
-- `ours` / `ours-bf16`: `finetuner.fit` with the same settings (fp32 / bf16 autocast), the best
-  epoch NOT restored, so both sides end on their last epoch.
+- `ours`: `finetuner.fit` with the same settings and its defaults otherwise: precision "auto"
+  (bf16 autocast on a CPU with AVX512-BF16 / AMX, else fp32) and length-grouped batches; the
+  best epoch NOT restored, so both sides end on their last epoch. `ours-fp32` / `ours-bf16`
+  force the precision.
 `trainer-grouped` / `trainer-bf16`: the Trainer with length-grouped batches / bf16 (optional sides).
 Wall time: from loading the tokenizer to the end of training, including tokenisation, the
 per-epoch evaluation and (ours) the extra evaluation of the untrained model; imports excluded.
@@ -103,11 +105,14 @@ def run_ours(args) -> dict:
     start = time.perf_counter()
     result = finetuner.fit(model_path(), train, evald, task="classification", epochs=args.epochs,
                            batch_size=args.batch_size, learning_rate=args.lr, device="cpu",
-                           precision="bf16" if args.side == "ours-bf16" else "fp32", restore_best=False, verbose=False)
+                           precision={"ours": "auto", "ours-bf16": "bf16", "ours-fp32": "fp32"}[args.side],
+                           restore_best=False, verbose=False)
+    precision = result.settings["precision"]
     seconds = time.perf_counter() - start
     epochs = [{"epoch": h["epoch"], "accuracy": h["accuracy"], "f1": h["f1"], "epoch_time_s": h["epoch_time_s"]}
               for h in result.history]
-    return {"side": args.side, "seconds": seconds, "epochs": epochs, "before": result.metrics_before}
+    return {"side": args.side, "seconds": seconds, "epochs": epochs, "before": result.metrics_before,
+            "precision": precision}
 
 
 def run_baseline(args) -> dict:
@@ -148,7 +153,7 @@ def _children_cpu() -> float:
 
 
 SIDES = {"trainer": run_trainer, "trainer-bf16": run_trainer, "trainer-grouped": run_trainer, "ours": run_ours,
-         "ours-bf16": run_ours,
+         "ours-bf16": run_ours, "ours-fp32": run_ours,
          "baseline": run_baseline}
 
 

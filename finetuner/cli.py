@@ -61,7 +61,7 @@ def fit_cmd(
     epochs: Optional[int] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
     learning_rate: Optional[float] = typer.Option(None),
     miner: Optional[str] = typer.Option(None, help="all, hard, semihard or easy"),
-    precision: str = typer.Option("fp32", help="fp32 or bf16"),
+    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or auto; default: the task's own"),
     device: str = typer.Option("auto"),
     data_dir: Optional[Path] = typer.Option(None, help="folder of the toydata sets"),
     resume: bool = typer.Option(False, help="continue from the last checkpoint in output_dir"),
@@ -71,20 +71,20 @@ def fit_cmd(
     import finetuner
 
     _started = time.time()
-    given = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("learning_rate", learning_rate))
-             if v is not None}
+    given = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("learning_rate", learning_rate),
+                               ("precision", precision)) if v is not None}
     if task == "classification" or (task is None and _is_classifier_folder(model)):
         # a text classifier starts from a model folder (or a saved classifier), not a torch module
         result = finetuner.fit(
             model, _load_data(train_data, data_dir, test=False),
             _load_data(eval_data, data_dir, test=True) if eval_data else None, task="classification", **given,
-            precision=precision, device=device, output_dir=str(output_dir), resume=resume, seed=seed)
+            device=device, output_dir=str(output_dir), resume=resume, seed=seed)
     else:
         result = finetuner.fit(
             _load_model(model), _load_data(train_data, data_dir, test=False),
             _load_data(eval_data, data_dir, test=True) if eval_data else None, **({"task": task} if task else {}),
             loss=loss, **({"epochs": 10, "batch_size": 256, "learning_rate": 1e-3} | given), miner=miner,
-            precision=precision, device=device, output_dir=str(output_dir), resume=resume, seed=seed)
+            device=device, output_dir=str(output_dir), resume=resume, seed=seed)
     typer.echo(f"model: {output_dir / 'model'}\nmetrics: {output_dir / 'metrics.json'}")
     if result.metrics_after:
         typer.echo(json.dumps({k: round(v, 4) for k, v in result.metrics_after.items()}))

@@ -291,3 +291,14 @@ def test_cli_train_then_generate(tasks_jsonl, tmp_path):
     result = runner.invoke(app, ["llm", "generate", str(out), "Name a fruit.", "--max-length", "60", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert result.output.strip()
+
+
+def test_demo_llm_quick(tmp_path, data_dir):
+    from typer.testing import CliRunner
+
+    from finetuner.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "llm", "--quick", "--data-dir", str(data_dir),
+                                      "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "held-out instruction" in result.output and (tmp_path / "llm" / "finetuner_llm.json").is_file()

@@ -88,6 +88,7 @@ class LengthGroupedBatchSampler:
         self.window, self.seed, self.epoch = window, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Use the order of `epoch` (seed + epoch) on the next iteration."""
         self.epoch = epoch
 
     def __len__(self) -> int:

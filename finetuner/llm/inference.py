@@ -51,6 +51,7 @@ class DefaultInferenceHandler(InferenceHandler):
         self.top_p, self.repetition_penalty, self.max_new_tokens = top_p, repetition_penalty, max_new_tokens
 
     def generate(self, prompt_text, model, tokenizer, device: str, max_length: int) -> str:
+        """The reply to `prompt_text` (see the class docstring); the prompt is not repeated."""
         if not prompt_text or not isinstance(prompt_text, (str, list)):
             raise ValueError(f"prompt_text: expected a non-empty string (or a list of chat turns), got {prompt_text!r}")
         template = self.template or "plain"

@@ -203,13 +203,14 @@ def _from_size(model: nn.Module, size: tuple[int, ...]) -> Any:
     embedding table (with an attention mask for Hugging Face models), else floats in [0, 1)."""
     g = torch.Generator().manual_seed(0)
     leaf = _first_leaf(model)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if isinstance(leaf, nn.Embedding):
-        ids = torch.randint(0, min(leaf.num_embeddings, 1000), (_PROBE_BATCH, *size), generator=g)
+        ids = torch.randint(0, min(leaf.num_embeddings, 1000), (_PROBE_BATCH, *size), generator=g).to(device)
         if _is_hf(model):
             return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         return ids
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    return torch.rand(_PROBE_BATCH, *size, generator=g).to(dtype)
+    return torch.rand(_PROBE_BATCH, *size, generator=g).to(device=device, dtype=dtype)
 
 
 def _guess_input(model: nn.Module) -> Any:
@@ -219,7 +220,7 @@ def _guess_input(model: nn.Module) -> Any:
     if _is_hf(model):
         dummy = getattr(model, "dummy_inputs", None)
         if isinstance(dummy, Mapping) and "input_ids" in dummy:
-            ids = dummy["input_ids"][:_PROBE_BATCH]
+            ids = dummy["input_ids"][:_PROBE_BATCH].to(next((p.device for p in model.parameters()), "cpu"))
             return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     leaf = _first_leaf(model)
     if isinstance(leaf, nn.Linear):
@@ -850,6 +851,7 @@ def tailor_for_fit(model: Any, train_data: Any, tailor: dict, fit_kwargs: dict) 
     """
     from ..data.dataset import Collate, LabeledDataset
     from ..data.formats import to_labeled
+    from ..inference import _move
 
     tailor = dict(tailor)
     wanted = tailor.pop("to_embedding_model", True)
@@ -877,6 +879,7 @@ def tailor_for_fit(model: Any, train_data: Any, tailor: dict, fit_kwargs: dict) 
         if shape is not None and shape != size:
             raise ValueError(f"input_size: {size} given, but the training items have shape {shape}")
     batch, _ = Collate(fit_kwargs.get("collate_fn"))((items, data.labels(np.arange(len(items)))))
+    batch = _move(batch, next((p.device for p in model.parameters()), torch.device("cpu")))
     with torch.random.fork_rng(devices=[]):  # a new head's weights follow fit's seed, not the global RNG
         torch.manual_seed(fit_kwargs.get("seed", 42))
         emb = to_embedding_model(model, input=batch, **tailor)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 THUMB_SIZE = 32  # longest side in pixels: enough to recognise an item, small to store 10k of them
-MAX_TEXT = 2000  # characters kept per text item (the page truncates further for display)
+MAX_TEXT = 20_000  # characters kept per text item: whole FAQ answers, not whole books (the page shows less)
 
 
 def image_layout(shape: tuple[int, ...]) -> str | None:

@@ -839,7 +839,7 @@ def fit_classification(
     early_stopping: int | dict | None = None,
     restore_best: bool = True,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     gradient_accumulation_steps: int = 1,
     max_grad_norm: float | None = 1.0,
     callbacks: Sequence = (),
@@ -892,8 +892,10 @@ def fit_classification(
             "accuracy" ("micro_f1" for multi-label; "train_loss" without eval_data).
         early_stopping: patience in epochs, or a dict of `EarlyStopping` arguments.
         restore_best: with eval_data, load the weights of the best epoch (by `monitor`) at the end.
-        device ("auto"), precision ("fp32" or "bf16"), gradient_accumulation_steps (1),
-        max_grad_norm (1.0; None: no clipping), callbacks, seed (42).
+        device ("auto"); precision: "auto" (bf16 autocast where the hardware computes bf16
+            natively: a GPU with bf16, a CPU with AVX512-BF16 or AMX; else fp32), "bf16" or
+            "fp32"; gradient_accumulation_steps (1), max_grad_norm (1.0; None: no clipping),
+            callbacks, seed (42).
         output_dir: writes the model (output_dir/model, a `save_pretrained` folder),
             metrics.json, metrics.csv, TensorBoard logs and a checkpoint per epoch. resume:
             True continues from the last checkpoint in output_dir, or a checkpoint folder.
@@ -916,6 +918,10 @@ def fit_classification(
     from transformers import AutoModelForSequenceClassification
 
     _check_args(epochs, batch_size, eval_batch_size, threshold, max_length, monitor)
+    if precision == "auto":
+        from .text import default_precision  # one rule for every text recipe
+
+        precision = default_precision(device)
     kind, source, tok, config, head = _resolve_model(model, tokenizer)
     train = to_text_rows(train_data, "train_data")
     evald = to_text_rows(eval_data, "eval_data") if eval_data is not None else None

@@ -344,8 +344,8 @@ def fit_text(
         `FitResult`; `.model` is a `TextEncoder` for a path / SentenceTransformer (its
         `.sentence_transformer` is the trained pipeline; `finetuner.save` writes the
         sentence-transformers layout), else your module. With scored eval pairs the metrics
-        include "spearman_cosine". `settings` holds "train_tokens" and "padding_fraction" of
-        the last epoch for a `TextEncoder`.
+        include "spearman_cosine". For a `TextEncoder`, `settings` holds "train_tokens" (real
+        tokens per epoch) and "padding_fraction" (of the tokens computed in training).
 
     Raises:
         ValueError: a model folder that does not exist or has no tokenizer; an item that is not
@@ -353,10 +353,15 @@ def fit_text(
             precision; and every error of `fit_embedding` (all before training starts).
         TypeError: a model of an unsupported type.
     """
+    from ..engine.trainer import PRECISIONS
     from .embedding import fit_embedding
 
     if precision == "auto":
         precision = default_precision(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected 'auto' or one of {sorted(PRECISIONS)}, got {precision!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
     train = to_labeled(train_data, format, "train_data")
     check_texts(train, "train_data")
     evald = to_labeled(eval_data, None, "eval_data") if eval_data is not None else None
@@ -410,7 +415,7 @@ def fit_text(
         eval_metrics=scored_pair_metrics)
     if is_encoder:
         real, padded = (int(v) for v in encoder.token_counts)
-        result.settings.update({"train_tokens": real // max(epochs, 1),
+        result.settings.update({"train_tokens": int(lengths.sum()),
                                 "padding_fraction": 1.0 - real / padded if padded else 0.0,
                                 "max_length": encoder.max_length})
     result.settings.update({"length_grouping": pool, "precision": precision})
