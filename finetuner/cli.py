@@ -20,6 +20,7 @@ DEMOS = {
     "mrpc": "finetuner.demos.mrpc",
     "llm": "finetuner.demos.llm",
     "covid-qa": "finetuner.demos.covid_qa",
+    "stsb": "finetuner.demos.stsb",
     "sst2-tuner": "finetuner.demos.sst2_tuner",
     "arxiv-contrastive": "finetuner.demos.arxiv_contrastive",
 }

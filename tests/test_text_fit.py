@@ -1,6 +1,6 @@
 """finetuner.fit with text models, end to end on real data with the real all-MiniLM-L6-v2: a model
 path, a SentenceTransformer object, the seed's TransformerEmbedder + collate_fn form, scored STS-B
-pairs (CoSENT + Spearman), bad input, and the covid-qa demo (slow)."""
+pairs (CoSENT + Spearman), bad input, the stsb demo (quick) and the covid-qa demo (slow)."""
 
 from __future__ import annotations
 
@@ -136,3 +136,21 @@ def test_covid_qa_demo_improves_held_out_retrieval(qa_dir, tmp_path):
     for key in ("MRR@10", "nDCG@10", "recall@10"):
         assert metrics["after"][key] >= metrics["before"][key]
     assert metrics["after"]["MRR@10"] > metrics["before"]["MRR@10"]
+
+
+def test_stsb_demo_quick_reports_spearman_before_and_after(minilm, data_dir, tmp_path):
+    if not (data_dir / "stsb" / "sts-train.csv").is_file():
+        pytest.skip("stsb files not in the data folder")
+    from typer.testing import CliRunner
+
+    from finetuner.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "stsb", "--quick", "--data-dir", str(data_dir),
+                                      "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    import json
+
+    metrics = json.loads((tmp_path / "stsb" / "stsb_metrics.json").read_text())
+    assert metrics["train_pairs"] == 256 and metrics["test_pairs"] == 300
+    assert 0.5 < metrics["before"] <= 1 and 0.5 < metrics["after"] <= 1
+    assert "Spearman" in result.output and (tmp_path / "stsb" / "model" / "modules.json").is_file()

@@ -164,6 +164,7 @@ class TensorBoardLogger(Callback):
     def on_fit_start(self, trainer) -> None:
         logdir = self.logdir or (trainer.output_dir and os.path.join(trainer.output_dir, "tensorboard"))
         if logdir and trainer.accelerator.is_main_process:
+            _tensorboard_without_tensorflow()
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(logdir)
@@ -182,3 +183,18 @@ class TensorBoardLogger(Callback):
     def on_fit_end(self, trainer) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _tensorboard_without_tensorflow() -> None:
+    """Make TensorBoard write event files with its own stub instead of importing TensorFlow.
+
+    TensorBoard imports TensorFlow whenever it is installed (e.g. for `finetuner[keras]`),
+    which costs seconds and hundreds of MB on every run; the module `tensorboard.compat.notf`
+    is its documented switch to the stub (what its `no_tensorflow` build target provides).
+    Left alone when TensorFlow is already imported: then it costs nothing more.
+    """
+    import sys
+    import types
+
+    if "tensorflow" not in sys.modules:
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
