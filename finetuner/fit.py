@@ -22,7 +22,9 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
 
     Args:
         model: an embedding model: a `torch.nn.Module` mapping a batch of items to a float
-            tensor [B, D]. Text models (a model folder or hub id string, a
+            tensor [B, D], or a Keras (TensorFlow backend) / Paddle model doing the same
+            (`finetuner.backends`; trained in place, `result.model` is that model).
+            Text models (a model folder or hub id string, a
             `sentence_transformers.SentenceTransformer`, or a module wrapping a Hugging Face
             transformer given with a `collate_fn`) go to `finetuner.tasks.text.fit_text`, whose
             defaults suit them (in-batch negatives, lr 2e-5, 1 epoch, bf16, length-grouped
@@ -84,8 +86,13 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
             where no query has a relevant item, ...).
         FloatingPointError: the loss became NaN or infinite during training.
     """
+    from .backends import detect_framework
     from .models.tailor import is_tailored, pop_tailor_args, tailor_for_fit
 
+    if detect_framework(model) in ("keras", "paddle"):  # trained through a torch adapter (finetuner.backends)
+        from .backends.fit import fit_framework_model
+
+        return fit_framework_model(fit, model, train_data, eval_data, kwargs)
     tailor, cache_prefix = pop_tailor_args(kwargs), kwargs.pop("cache_prefix", "auto")
     if tailor:  # general model -> embedding model before any recipe sees it
         model = tailor_for_fit(model, train_data, tailor, kwargs)

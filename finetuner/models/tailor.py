@@ -292,7 +292,8 @@ def display(model: nn.Module, input_size: Any = None, input: Any = None, *, dept
     with a batch dimension, that `to_embedding_model` pools to [B, D]).
 
     Args:
-        model: a torch module.
+        model: a torch module, or a Keras / Paddle model (`finetuner.backends.keras.display`,
+            `finetuner.backends.paddle.display`: the same rows).
         input_size: the shape of one item without the batch dimension, e.g. (3, 224, 224) for
             images or (16,) for token ids (a model starting with an embedding table gets random
             ids); the model is run once on a random batch of 2.
@@ -312,6 +313,8 @@ def display(model: nn.Module, input_size: Any = None, input: Any = None, *, dept
         ValueError: a bad `input_size`, or the model cannot run on it (the message has the
             model's own error).
     """
+    if (backend := _framework_backend(model)) is not None:  # Keras / Paddle (finetuner.backends)
+        return backend.display(model, input_size, input, depth=depth, show=show)
     _check_module(model)
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
         raise ValueError(f"depth: expected None or an int >= 0, got {depth!r}")
@@ -381,6 +384,12 @@ def _print_rows(model: nn.Module, rows: list[dict]) -> None:
 
 
 # ---- names ------------------------------------------------------------------------------
+def _framework_backend(model: Any):
+    from ..backends import backend_for
+
+    return backend_for(model)
+
+
 def _check_module(model: Any) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -709,7 +718,8 @@ def to_embedding_model(model: nn.Module, layer_name: str | None = None, freeze: 
             transformer (`AutoModel`; cut e.g. after "encoder.layer.3", mean-pooled over the
             attention mask), a CNN such as EfficientNet. Changed in place (cut layers are
             replaced by stubs, frozen parameters get requires_grad=False); pass
-            `copy.deepcopy(model)` to keep the original.
+            `copy.deepcopy(model)` to keep the original. A Keras or Paddle model gets a model of
+            its own framework (`finetuner.backends.keras.to_embedding_model`, `...paddle...`).
         layer_name: dotted name of the embedding layer as `display` lists it, nested names
             included ("_blocks.15", "encoder.layer.3.output"). None: the last layer before the
             classifier (the last Linear the forward pass calls), dropout skipped; the model's own
@@ -742,6 +752,9 @@ def to_embedding_model(model: nn.Module, layer_name: str | None = None, freeze: 
             fit the layer's output. Everything frozen with no head is a valid (fixed) embedding
             model; `fit` refuses to train it, before training starts.
     """
+    if (backend := _framework_backend(model)) is not None:  # Keras / Paddle (finetuner.backends)
+        return backend.to_embedding_model(model, layer_name, freeze, output_dim, projection_head,
+                                          input_size=input_size, input=input, pooling=pooling)
     _check_module(model)
     if pooling not in POOLINGS:
         raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
