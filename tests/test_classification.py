@@ -120,6 +120,25 @@ def test_length_grouped_order_cuts_padding_on_real_mrpc(minilm, data_dir):
     assert list(grouped) == list(again) != order
 
 
+def test_pairs_get_token_type_ids_and_batches_are_padded_to_their_longest(minilm, mrpc):
+    from transformers import AutoTokenizer
+
+    from finetuner.tasks.classification import _collator, _tokenized
+
+    tok = AutoTokenizer.from_pretrained(minilm)
+    rows = to_text_rows(mrpc[0].select(range(6)))
+    ds = _tokenized(rows, np.asarray(rows.labels), tok, 512, verbose=False)
+    assert "token_type_ids" in ds.column_names and "text" not in ds.column_names
+    lengths = [len(ids) for ids in ds["input_ids"]]
+    assert len(set(lengths)) > 1  # stored unpadded
+    first = ds[0]
+    sep = first["input_ids"].index(tok.sep_token_id)  # end of sentence 1: segment 0 up to here, then segment 1
+    assert set(first["token_type_ids"][:sep + 1]) == {0} and set(first["token_type_ids"][sep + 1:]) == {1}
+    batch = _collator(tok)([ds[i] for i in (0, 1)])
+    assert batch["input_ids"].shape == (2, max(lengths[:2]))  # padded to this batch's longest, not 512
+    assert batch["token_type_ids"].shape == batch["input_ids"].shape and batch["labels"].tolist() == rows.labels[:2]
+
+
 def test_metrics_and_class_weights():
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [1.0, 0.0]], dtype=np.float32)
     m = classification_metrics(logits, np.array([0, 1, 0, 1]))

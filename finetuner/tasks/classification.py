@@ -1027,7 +1027,8 @@ def fit_classification(
         else:
             trainer.resume_from(ckpt)
     state = trainer.fit()
-    clf = trainer.model
+    # without accelerate's autocast wrapper on forward: predict then runs in fp32, as the saved model does
+    clf = accelerator.unwrap_model(trainer.wrapped, keep_fp32_wrapper=False)
     metrics_after = {}
     if evald is not None:
         last = state.history[-1] if state.history else {}
