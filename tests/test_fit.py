@@ -153,14 +153,20 @@ def test_cli_fit_writes_model_and_metrics(tmp_path, data_dir):
     assert (out / "model" / "model.safetensors").exists()
 
 
-def test_bf16_and_gradient_accumulation(fashion):
+def test_bf16_and_gradient_accumulation(fashion, tmp_path):
     train, test = fashion
     torch.manual_seed(0)
     result = finetuner.fit(mlp(), train.subset(np.arange(3000)), eval_data=test, epochs=2, precision="bf16",
-                           gradient_accumulation_steps=2, max_grad_norm=1.0, verbose=False)
+                           gradient_accumulation_steps=2, max_grad_norm=1.0, verbose=False,
+                           output_dir=tmp_path / "run")
     assert result.metrics_after["mAP@10"] > result.metrics_before["mAP@10"]
     # 3000 items / 256 per batch = 12 batches per epoch -> 6 optimizer steps per epoch
     assert len(result.history) == 2
+    # the returned model no longer computes under autocast: it embeds exactly like the saved one
+    emb = finetuner.embed(result.model, test.subset(np.arange(200)))
+    assert emb.dtype == np.float32
+    np.testing.assert_array_equal(emb, finetuner.embed(finetuner.load(tmp_path / "run" / "model"),
+                                                       test.subset(np.arange(200))))
 
 
 def test_cli_demo_fashion_quick(tmp_path, data_dir):

@@ -171,7 +171,9 @@ def fit_embedding(
         else:
             trainer.resume_from(ckpt)
     state = trainer.fit()
-    model = trainer.model
+    # drop accelerate's autocast wrapper from the forward (kept while training, where callbacks
+    # use it): the returned model computes in the precision it is saved and loaded in
+    model = accelerator.unwrap_model(trainer.wrapped, keep_fp32_wrapper=False)
     metrics_after = evaluate(model) if evald is not None else {}
     result = FitResult(model=model, history=state.history, metrics_before=metrics_before, metrics_after=metrics_after,
                        output_dir=str(output_dir) if output_dir else None,
