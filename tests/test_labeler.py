@@ -332,7 +332,10 @@ def test_every_endpoint_works_with_the_token(served, fashion):
     assert server.token not in page_html.text  # the token travels only in the URL fragment
     js = client.get("/static/labeler.js")
     assert js.status_code == 200 and "X-Finetuner-Token" in js.text
-    assert client.get("/static/labeler.css").status_code == 200
+    css = client.get("/static/labeler.css")
+    assert css.status_code == 200
+    for asset in (page_html, js, css):  # everything is served from here: the page works offline
+        assert "http://" not in asset.text and "https://" not in asset.text and "//cdn" not in asset.text
 
     status = client.get("/api/status").json()
     assert status["model_version"] == 0 and status["num_labels"] == 0 and status["num_items"] == 600
@@ -423,8 +426,8 @@ def test_request_size_host_header_and_static_folder_are_guarded(served):
     assert client.get("/api/status", headers={"host": "evil.example:80"}).status_code == 400
     for path in ("/static/../store.py", "/static/%2e%2e/store.py", "/static/..%2fstore.py",
                  "/static/%2e%2e%2f%2e%2e%2fio.py", "/static//etc/passwd"):
-        r = httpx.get(server.base_url + path) if "%" not in path else httpx.Client().send(
-            httpx.Request("GET", server.base_url + path))
+        with httpx.Client() as raw:  # sent as written: the client must not normalise the "%2e%2e"
+            r = raw.send(httpx.Request("GET", server.base_url + path))
         assert r.status_code in (404, 400), (path, r.status_code)
         assert "labels.sqlite" not in r.text and "def " not in r.text
     assert labeler.store.counts() == (0, 0)
@@ -436,7 +439,11 @@ def test_binding_beyond_loopback_needs_asking_and_warns(fashion, tmp_path):
     labeler = Labeler(MLP(), fashion.items, output_dir=tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        LabelerServer(labeler)  # the default binds 127.0.0.1 without a warning
+        first = LabelerServer(labeler)  # the default binds 127.0.0.1 without a warning
+    assert first.host == "127.0.0.1"
+    # the session token is fresh and long for every server: 32 random bytes, URL-safe
+    tokens = {first.token, *(LabelerServer(labeler).token for _ in range(5))}
+    assert len(tokens) == 6 and all(len(t) >= 43 for t in tokens)
     with pytest.warns(UserWarning, match="exposes it beyond this machine"):
         LabelerServer(labeler, host="0.0.0.0")
     with pytest.raises(ValueError, match="port"):
