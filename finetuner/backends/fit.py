@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from . import backend_for
@@ -19,27 +18,13 @@ def tailor_framework_model(backend, model: Any, train_data: Any, tailor: dict, f
         ValueError: contradictory arguments (as for torch models), or any error of the
             framework's `to_embedding_model`.
     """
-    from ..data.dataset import Collate, LabeledDataset
-    from ..data.formats import to_labeled
+    from ..models.tailor import probe_batch, resolve_tailor_args
     from .bridge import to_numpy
 
-    tailor = dict(tailor)
-    if not tailor.pop("to_embedding_model", True):
-        if tailor:
-            raise ValueError(f"to_embedding_model: False, but tailor arguments {sorted(tailor)} were given; "
-                             "drop them or set to_embedding_model=True")
+    tailor = resolve_tailor_args(tailor)
+    if tailor is None:
         return model
-    if "freeze_layer" in tailor:
-        layer = tailor.pop("freeze_layer")
-        if "freeze" in tailor and tailor["freeze"] not in (False, None, layer):
-            raise ValueError(f"freeze_layer: {layer!r} and freeze: {tailor['freeze']!r} both given; use one of them")
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise ValueError(f"freeze_layer: expected an int (freeze the first N layers; -1: all but the last), "
-                             f"got {layer!r}")
-        tailor["freeze"] = layer
-    data = to_labeled(train_data, fit_kwargs.get("format"), "train_data")
-    items, labels = LabeledDataset(data, fit_kwargs.get("preprocess_fn")).__getitems__(np.arange(min(2, len(data))))
-    batch, _ = Collate(fit_kwargs.get("collate_fn"))((items, labels))
+    _, batch = probe_batch(train_data, fit_kwargs)
     tailor.pop("input_size", None)  # the real batch gives the shape
     return backend.to_embedding_model(model, input=to_numpy(batch), seed=fit_kwargs.get("seed", 42), **tailor)
 

@@ -847,6 +847,45 @@ def pop_tailor_args(kwargs: dict) -> dict:
     return {k: kwargs.pop(k) for k in TAILOR_ARGS if k in kwargs}
 
 
+def resolve_tailor_args(tailor: dict) -> dict | None:
+    """`fit`'s tailor arguments as `to_embedding_model` takes them (for every framework).
+
+    Returns None for `to_embedding_model=False` (leave the model as it is); else a new dict in
+    which the seed's `freeze_layer=N` has become `freeze=N`.
+
+    Raises:
+        ValueError: `to_embedding_model=False` with other tailor arguments, `freeze_layer` and a
+            different `freeze` both given, or a `freeze_layer` that is not an int.
+    """
+    tailor = dict(tailor)
+    if not tailor.pop("to_embedding_model", True):
+        if tailor:
+            raise ValueError(f"to_embedding_model: False, but tailor arguments {sorted(tailor)} were given; "
+                             "drop them or set to_embedding_model=True")
+        return None
+    if "freeze_layer" in tailor:
+        layer = tailor.pop("freeze_layer")
+        if "freeze" in tailor and tailor["freeze"] not in (False, None, layer):
+            raise ValueError(f"freeze_layer: {layer!r} and freeze: {tailor['freeze']!r} both given; use one of them")
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise ValueError(f"freeze_layer: expected an int (freeze the first N layers; -1: all but the last), "
+                             f"got {layer!r}")
+        tailor["freeze"] = layer
+    return tailor
+
+
+def probe_batch(train_data: Any, fit_kwargs: dict, count: int = 2) -> tuple[list, Any]:
+    """The first `count` training items and their collated batch: what the model will see in
+    `fit` (its `format`, `preprocess_fn` and `collate_fn` applied), to probe the layer shapes."""
+    from ..data.dataset import Collate, LabeledDataset
+    from ..data.formats import to_labeled
+
+    data = to_labeled(train_data, fit_kwargs.get("format"), "train_data")
+    items, labels = LabeledDataset(data, fit_kwargs.get("preprocess_fn")).__getitems__(np.arange(min(count, len(data))))
+    batch, _ = Collate(fit_kwargs.get("collate_fn"))((items, labels))
+    return items, batch
+
+
 def tailor_for_fit(model: Any, train_data: Any, tailor: dict, fit_kwargs: dict) -> EmbeddingModel:
     """Apply `fit`'s tailor arguments: `to_embedding_model` on `model`, probed with two real
     training items (after `preprocess_fn` / `collate_fn`), so no `input_size` is needed.
@@ -862,36 +901,20 @@ def tailor_for_fit(model: Any, train_data: Any, tailor: dict, fit_kwargs: dict) 
             arguments, `freeze` and `freeze_layer` both), an `input_size` that differs from the
             items' shape, or any error of `to_embedding_model`.
     """
-    from ..data.dataset import Collate, LabeledDataset
-    from ..data.formats import to_labeled
     from ..inference import _move
 
-    tailor = dict(tailor)
-    wanted = tailor.pop("to_embedding_model", True)
-    if not wanted:
-        if tailor:
-            raise ValueError(f"to_embedding_model: False, but tailor arguments {sorted(tailor)} were given; "
-                             "drop them or set to_embedding_model=True")
+    tailor = resolve_tailor_args(tailor)
+    if tailor is None:
         return model
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: the tailor arguments need a torch.nn.Module, got {type(model).__name__}")
-    if "freeze_layer" in tailor:
-        layer = tailor.pop("freeze_layer")
-        if "freeze" in tailor and tailor["freeze"] not in (False, None, layer):
-            raise ValueError(f"freeze_layer: {layer!r} and freeze: {tailor['freeze']!r} both given; use one of them")
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise ValueError(f"freeze_layer: expected an int (freeze the first N layers; -1: all but the last), "
-                             f"got {layer!r}")
-        tailor["freeze"] = layer
-    data = to_labeled(train_data, fit_kwargs.get("format"), "train_data")
-    items, _ = LabeledDataset(data, fit_kwargs.get("preprocess_fn")).__getitems__(np.arange(min(2, len(data))))
+    items, batch = probe_batch(train_data, fit_kwargs)
     input_size = tailor.pop("input_size", None)
     if input_size is not None:
         size = _check_input_size(input_size)
         shape = tuple(np.shape(items[0])) if not isinstance(items[0], str) else None
         if shape is not None and shape != size:
             raise ValueError(f"input_size: {size} given, but the training items have shape {shape}")
-    batch, _ = Collate(fit_kwargs.get("collate_fn"))((items, data.labels(np.arange(len(items)))))
     batch = _move(batch, next((p.device for p in model.parameters()), torch.device("cpu")))
     with torch.random.fork_rng(devices=[]):  # a new head's weights follow fit's seed, not the global RNG
         torch.manual_seed(fit_kwargs.get("seed", 42))
