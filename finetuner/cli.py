@@ -41,12 +41,18 @@ def demo(
     output_dir: Path = typer.Option(Path("runs/demo"), help="where the model, metrics and logs go"),
     epochs: Optional[int] = typer.Option(None, help="override the demo's number of epochs"),
     quick: bool = typer.Option(False, help="a small, fast version (for smoke tests)"),
+    quantize: str = typer.Option("none", help="llm demo only: none, 4bit (QLoRA, NF4) or 8bit"),
 ) -> None:
     """Run a demo end to end on real data and print the metrics before and after."""
     if name not in DEMOS:
         raise typer.BadParameter(f"unknown demo {name!r}; expected one of {sorted(DEMOS)}", param_hint="NAME")
+    if quantize not in ("none", "4bit", "8bit") or (quantize != "none" and name != "llm"):
+        raise typer.BadParameter(f"expected none, 4bit or 8bit, and only for the llm demo; got {quantize!r} "
+                                 f"for {name!r}", param_hint="--quantize")
+    extra = {"quantize": quantize} if quantize != "none" else {}
     module = importlib.import_module(DEMOS[name])
-    module.run(data_dir=str(data_dir) if data_dir else None, output_dir=str(output_dir / name), epochs=epochs, quick=quick)
+    module.run(data_dir=str(data_dir) if data_dir else None, output_dir=str(output_dir / name), epochs=epochs,
+               quick=quick, **extra)
 
 
 @app.command("fit")

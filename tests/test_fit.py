@@ -175,3 +175,14 @@ def test_cli_demo_fashion_quick(tmp_path, data_dir):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mAP@10" in proc.stdout and (tmp_path / "fashion" / "model" / "finetuner.json").exists()
+
+
+def test_cli_demo_refuses_quantize_outside_the_llm_demo():
+    from typer.testing import CliRunner
+
+    from finetuner.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "fashion", "--quantize", "4bit"])
+    assert result.exit_code != 0 and "--quantize" in result.output
+    result = CliRunner().invoke(app, ["demo", "llm", "--quantize", "2bit"])
+    assert result.exit_code != 0 and "--quantize" in result.output

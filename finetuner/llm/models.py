@@ -308,7 +308,8 @@ def load_model(resolved: ResolvedModel, task_type: str, tokenizer, bnb_config=No
     Generation Tasks"); its cross-attention and LM-head transform are new.
 
     A quantized model is placed with `device_map` at load time: bitsandbytes models must not be
-    moved with `.to(device)` afterwards.
+    moved with `.to(device)` afterwards, and its 4-bit layers keep the weight layout that
+    training needs (see `keep_4bit_weights_trainable`).
 
     Raises:
         ValueError: quantization of a warm-started encoder-decoder (not supported by transformers).
@@ -337,9 +338,31 @@ def load_model(resolved: ResolvedModel, task_type: str, tokenizer, bnb_config=No
             model = AutoModelForSeq2SeqLM.from_pretrained(resolved.path, **kwargs)
     if bnb_config is None:
         model.to(device)
+    else:
+        keep_4bit_weights_trainable(model)
     if getattr(model.generation_config, "pad_token_id", None) is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def keep_4bit_weights_trainable(model: torch.nn.Module) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights into its CPU inference layout; return how
+    many layers were changed.
+
+    bitsandbytes (0.48 and later) repacks a `Linear4bit` weight for a faster CPU kernel the first
+    time the layer runs in eval mode without gradients on a CPU with AVX512-BF16 (our held-out
+    evaluation, `generate`), and does not unpack it when training resumes: gradients then no
+    longer flow back through those layers, so every LoRA update is exactly 0 (observed: a
+    QLoRA run evaluated before training left all lora_B at 0). Keeping the plain layout costs
+    some eval / generation speed and keeps training, evaluation and generation on the same
+    dequantize-then-matmul path.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
 
 
 def linear_layer_names(model: torch.nn.Module) -> list[str]:

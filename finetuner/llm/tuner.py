@@ -296,7 +296,14 @@ class FineTuner:
                                      epochs=epochs, device=self.device, max_length=self.max_length,
                                      output_dir=str(output_dir), eval_tokenized=eval_tokens,
                                      resume_from_checkpoint=resume_from_checkpoint, callbacks=callbacks)
-        after = held_out() if eval_tokens is not None else {}
+        last = state.history[-1] if state.history else {}
+        if eval_tokens is None:
+            after = {}
+        elif all(k in last for k in ("eval_loss", "perplexity", "eval_tokens")):
+            # the engine evaluated the final model at the end of the last epoch: the same pass
+            after = {k: last[k] for k in ("eval_loss", "perplexity", "eval_tokens")}
+        else:
+            after = held_out()
         settings = {"model_id": self.model_id, "task_type": self.task_type, "quantize": self._quant_name(),
                     "max_length": self.max_length, "epochs": epochs, "precision": precision,
                     "lora_r": self.model.peft_config["default"].r, "lora_alpha": self.model.peft_config["default"].lora_alpha,
