@@ -12,20 +12,11 @@ HEADS = ("linear", "mlp")
 
 def check_tailor_args(layer_name: Any, freeze: Any, output_dim: Any, projection_head: Any, pooling: str,
                       head_type: type) -> None:
-    """Raise ValueError / TypeError for a bad `to_embedding_model` argument, before the model runs."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling: expected one of {POOLINGS} for Keras / Paddle models, got {pooling!r}")
-    if layer_name is not None and (not isinstance(layer_name, str) or not layer_name):
-        raise ValueError(f"layer_name: expected a layer's name as finetuner.display lists it, got {layer_name!r}")
-    if output_dim is not None and (isinstance(output_dim, bool) or not isinstance(output_dim, int) or output_dim < 1):
-        raise ValueError(f"output_dim: expected None or an int >= 1, got {output_dim!r}")
-    if projection_head is not None and not isinstance(projection_head, head_type):
-        if projection_head not in HEADS:
-            raise TypeError(f"projection_head: expected None, {HEADS} or a {head_type.__name__}, got {projection_head!r}")
-        if output_dim is None:
-            raise ValueError(f"projection_head: {projection_head!r} needs output_dim (its output size)")
-    if isinstance(freeze, float) or (not isinstance(freeze, (bool, int, str, list, tuple, set)) and freeze is not None):
-        raise ValueError(f"freeze: expected True / False, an int or a list of layer names, got {freeze!r}")
+    """Raise ValueError / TypeError for a bad `to_embedding_model` argument, before the model
+    runs: `finetuner.models.tailor.check_tailor_args` with the poolings Keras / Paddle offer."""
+    from ..models.tailor import check_tailor_args as check
+
+    check(layer_name, freeze, output_dim, projection_head, pooling, head_type, POOLINGS)
 
 
 def resolve_freeze(spec: Any, units: Sequence[str], names: Sequence[str], has_head: bool) -> tuple[list[str], bool]:

@@ -704,6 +704,27 @@ def _eval_layers(model: nn.Module, trace: _Trace, layer: str | None) -> list[str
     return names
 
 
+def check_tailor_args(layer_name: Any, freeze: Any, output_dim: Any, projection_head: Any, pooling: str,
+                      head_type: type, poolings: Sequence[str]) -> None:
+    """Raise ValueError / TypeError for a bad `to_embedding_model` argument, before the model
+    runs (one rule for torch, Keras and Paddle; `head_type`: the framework's layer class,
+    `poolings`: the poolings it offers)."""
+    if pooling not in poolings:
+        raise ValueError(f"pooling: expected one of {tuple(poolings)}, got {pooling!r}")
+    if layer_name is not None and (not isinstance(layer_name, str) or not layer_name):
+        raise ValueError(f"layer_name: expected a layer's name as finetuner.display lists it, got {layer_name!r}")
+    if output_dim is not None and (isinstance(output_dim, bool) or not isinstance(output_dim, int) or output_dim < 1):
+        raise ValueError(f"output_dim: expected None or an int >= 1, got {output_dim!r}")
+    if projection_head is not None and not isinstance(projection_head, head_type):
+        if projection_head not in HEADS:
+            raise TypeError(f"projection_head: expected None, {HEADS} or a {head_type.__module__.split('.')[0]} "
+                            f"{head_type.__name__}, got {projection_head!r}")
+        if output_dim is None:
+            raise ValueError(f"projection_head: {projection_head!r} needs output_dim (its output size)")
+    if isinstance(freeze, float) or (not isinstance(freeze, (bool, int, str, list, tuple, set)) and freeze is not None):
+        raise ValueError(f"freeze: expected True / False, an int or a list of layer names, got {freeze!r}")
+
+
 def to_embedding_model(model: nn.Module, layer_name: str | None = None, freeze: Any = False,
                        output_dim: int | None = None, projection_head: Any = None, *,
                        input_size: Any = None, input: Any = None, pooling: str = "auto") -> EmbeddingModel:
@@ -756,17 +777,7 @@ def to_embedding_model(model: nn.Module, layer_name: str | None = None, freeze: 
         return backend.to_embedding_model(model, layer_name, freeze, output_dim, projection_head,
                                           input_size=input_size, input=input, pooling=pooling)
     _check_module(model)
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
-    if output_dim is not None and (isinstance(output_dim, bool) or not isinstance(output_dim, int) or output_dim < 1):
-        raise ValueError(f"output_dim: expected None or an int >= 1, got {output_dim!r}")
-    if projection_head is not None and not isinstance(projection_head, nn.Module):
-        if projection_head not in HEADS:
-            raise TypeError(f"projection_head: expected None, {HEADS} or a torch module, got {projection_head!r}")
-        if output_dim is None:
-            raise ValueError(f"projection_head: {projection_head!r} needs output_dim (its output size)")
-    if isinstance(freeze, float) or (not isinstance(freeze, (bool, int, str, list, tuple, set)) and freeze is not None):
-        raise ValueError(f"freeze: expected True / False, an int or a list of layer names, got {freeze!r}")
+    check_tailor_args(layer_name, freeze, output_dim, projection_head, pooling, nn.Module, POOLINGS)
     if layer_name is not None:
         _get_layer(model, layer_name)  # unknown names fail before the model runs
 
