@@ -57,12 +57,12 @@ def to_labeled(data: Any, format: str | None = None, name: str = "train_data") -
     if isinstance(data, LabeledData):
         out = data
     elif isinstance(data, (str, os.PathLike)):
-        out = _from_frame(_read_file(Path(data), name), format, name)
+        out = _from_frame(read_table(Path(data), name), format, name)
     elif _is_xy(data):
         out = _from_xy(data[0], data[1], name)
-    elif _is_dataframe(data):
+    elif is_dataframe(data):
         out = _from_frame(data, format, name)
-    elif _is_hf_dataset(data):
+    elif is_hf_dataset(data):
         out = _from_frame(data.to_pandas(), format, name)
     elif isinstance(data, Sequence) or hasattr(data, "__iter__"):
         out = _from_rows(list(data), format, name)
@@ -80,18 +80,26 @@ def _is_xy(data) -> bool:
             and hasattr(data[1], "shape") and getattr(data[1], "ndim", 0) == 1)
 
 
-def _is_dataframe(data) -> bool:
+def is_dataframe(data) -> bool:
+    """Whether `data` is a pandas DataFrame (without importing pandas)."""
     return type(data).__name__ == "DataFrame" and hasattr(data, "to_dict")
 
 
-def _is_hf_dataset(data) -> bool:
-    return type(data).__name__ == "Dataset" and hasattr(data, "to_pandas") and hasattr(data, "column_names")
+def is_hf_dataset(data) -> bool:
+    """Whether `data` is a `datasets.Dataset` (without importing datasets)."""
+    return (type(data).__name__ == "Dataset" and hasattr(data, "to_pandas") and hasattr(data, "column_names")
+            and hasattr(data, "features"))
 
 
-def _read_file(path: Path, name: str):
+def read_table(path: Path, name: str):
+    """A .csv, .tsv, .jsonl or .json file as a pandas DataFrame.
+
+    Raises:
+        ValueError: the file does not exist or has another suffix (the message names `name`).
+    """
     import pandas as pd
 
-    if not path.exists():
+    if not path.is_file():
         raise ValueError(f"{name}: file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".csv":

@@ -46,8 +46,10 @@ class GroupBatchSampler:
             self.epoch = epoch
             self._batches = self._make_batches()
 
-    def _make_batches(self) -> list[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
+    def _chunks(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """This epoch's chunks (item positions): each group cut into pieces of `chunk_size`
+        (else `batch_size`) items, random inside a group, the chunks in random order (when
+        shuffling)."""
         n = len(self.groups)
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         order = order[np.argsort(self.groups[order], kind="stable")]  # grouped, random inside a group
@@ -57,6 +59,11 @@ class GroupBatchSampler:
         chunks = [order[s:e][i:i + step] for s, e in zip(bounds[:-1], bounds[1:]) for i in range(0, e - s, step)]
         if self.shuffle:
             chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+        return chunks
+
+    def _make_batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        chunks = self._chunks(rng)
         batches, current, n_chunks = [], [], 0
         for chunk in chunks:
             if current and len(current) + len(chunk) > self.batch_size:

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -116,6 +117,27 @@ class Trainer:
             getattr(cb, hook)(self, *args)
 
     # ---- checkpoints -------------------------------------------------------------------
+    def resume(self, resume: bool | str | os.PathLike) -> None:
+        """Apply `fit(..., resume=...)`: True continues from the newest complete checkpoint in
+        output_dir (a warning, and a fresh start, when there is none); a path continues from
+        that checkpoint folder; False does nothing."""
+        if not resume:
+            return
+        if resume is True:
+            ckpt = latest_checkpoint(self.output_dir) if self.output_dir else None
+        else:
+            ckpt = Path(resume)
+        if ckpt is None:
+            warnings.warn("resume: no checkpoint found; starting from scratch", stacklevel=4)
+        else:
+            self.resume_from(ckpt)
+
+    def final_model(self) -> torch.nn.Module:
+        """The trained model to hand back: unwrapped, and without accelerate's autocast wrapper
+        on its forward (kept while training, where callbacks use it), so it computes in the
+        precision it is saved and loaded in."""
+        return self.accelerator.unwrap_model(self.wrapped, keep_fp32_wrapper=False)
+
     def resume_from(self, path: str | os.PathLike) -> None:
         """Load weights, optimizer, scheduler, RNG and `TrainState` from a checkpoint folder."""
         self.accelerator.load_state(str(path))

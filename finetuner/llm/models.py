@@ -18,7 +18,6 @@ import importlib.util
 import json
 import os
 import socket
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..io import atomic_dir
+from ..models.hf import quiet_transformers
 from ..toydata._files import cache_root
 
 CAUSAL, SEQ2SEQ = "CAUSAL_LM", "SEQ_2_SEQ_LM"
@@ -64,24 +64,6 @@ def package_folder(package: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
-
-
-@contextmanager
-def quiet_transformers():
-    """Silence transformers' load reports and progress bars (e.g. the table of freshly
-    initialized cross-attention weights of a warm start, which is expected)."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def gguf_to_pretrained(gguf_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:

@@ -148,6 +148,5 @@ def train_lm(model, tokenizer, tokenized, *, task_type: str, config: TrainerConf
     state = trainer.fit()
     if checkpoints is not None and config.save_steps and state.global_step != checkpoints._last_step:
         checkpoints.save(trainer, epoch_end=True)  # the final step, when it was not on a save_steps boundary
-    # drop accelerate's autocast wrapper: generation and saving see the plain model again
-    model = accelerator.unwrap_model(trainer.wrapped, keep_fp32_wrapper=False)
+    model = trainer.final_model()  # generation and saving see the plain model again
     return model, state

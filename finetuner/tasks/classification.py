@@ -14,11 +14,9 @@ and `fit_classification` (the recipe, one loop on `finetuner.engine.Trainer`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.formats import is_dataframe, is_hf_dataset, read_table
 from ..data.labeled import LabeledData
 from ..engine.callbacks import BestModelCheckpoint, CSVLogger, EarlyStopping, ProgressBar, TensorBoardLogger
-from ..engine.trainer import Trainer, latest_checkpoint, make_accelerator
+from ..engine.trainer import Trainer, make_accelerator
 from ..io import FORMAT_VERSION, META, register_loader, save
+from ..models.hf import quiet_transformers
 from ..optim import build_optimizer, build_scheduler
 from ..result import FitResult
 
@@ -101,12 +101,13 @@ def to_text_rows(data: Any, name: str = "train_data", require_labels: bool = Tru
     elif isinstance(data, LabeledData):
         rows = _from_labeled(data, name)
     elif isinstance(data, os.PathLike) or (isinstance(data, str) and (require_labels or _is_file(data))):
-        rows = _from_columns(_read_file(Path(data), name), name, require_labels)
+        df = read_table(Path(data), name)
+        rows = _from_columns({c: list(df[c]) for c in df.columns}, name, require_labels)
     elif isinstance(data, str):  # predict("a single sentence")
         rows = TextRows([data])
-    elif _is_hf_dataset(data):
+    elif is_hf_dataset(data):
         rows = _from_columns({c: data[c] for c in data.column_names}, name, require_labels, _class_label_names(data))
-    elif type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):
+    elif is_dataframe(data):
         rows = _from_columns({c: list(data[c]) for c in data.columns}, name, require_labels)
     elif (isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], str)
           and _is_column(data[0]) and _is_column(data[1]) and len(data[0]) == len(data[1])):
@@ -141,30 +142,12 @@ def _is_column(x) -> bool:
     return isinstance(x, (list, np.ndarray)) or type(x).__name__ == "Series"
 
 
-def _is_hf_dataset(data) -> bool:
-    return type(data).__name__ == "Dataset" and hasattr(data, "column_names") and hasattr(data, "features")
-
-
 def _class_label_names(ds) -> list | None:
     for key in LABEL_KEYS:
         feature = ds.features.get(key) if key in ds.column_names else None
         if feature is not None and type(feature).__name__ == "ClassLabel":
             return list(feature.names)
     return None
-
-
-def _read_file(path: Path, name: str) -> dict:
-    import pandas as pd
-
-    if not path.is_file():
-        raise ValueError(f"{name}: file {str(path)!r} does not exist")
-    suffix = path.suffix.lower()
-    readers = {".csv": lambda: pd.read_csv(path), ".tsv": lambda: pd.read_csv(path, sep="\t"),
-               ".jsonl": lambda: pd.read_json(path, lines=True), ".json": lambda: pd.read_json(path)}
-    if suffix not in readers:
-        raise ValueError(f"{name}: expected a .csv, .tsv, .jsonl or .json file, got {path.name!r}")
-    df = readers[suffix]()
-    return {c: list(df[c]) for c in df.columns}
 
 
 def _from_columns(cols: dict, name: str, require_labels: bool, label_names: list | None = None) -> TextRows:
@@ -575,7 +558,7 @@ class TextClassifier(torch.nn.Module):
             raise FileNotFoundError(f"path: {str(path)!r} is not a folder")
         meta = json.loads((path / META).read_text()) if (path / META).is_file() else {}
         tokenizer = _load_tokenizer(str(path))
-        with _quiet_transformers():
+        with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(str(path))
         model.to(map_location)
         classes = meta.get("classes") or list(range(model.config.num_labels))
@@ -598,23 +581,6 @@ def _device(module: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-@contextlib.contextmanager
-def _quiet_transformers():
-    """Hide transformers' load report and progress bars (the new head's 'MISSING' weights are
-    expected here); restore the previous verbosity afterwards."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def _load_tokenizer(spec: str):
     """AutoTokenizer for a local folder or hub id, refusing folders without tokenizer files
     (transformers 5 otherwise builds an empty 5-token tokenizer and training runs on garbage)."""
@@ -624,7 +590,7 @@ def _load_tokenizer(spec: str):
         raise ValueError(f"model: the folder {spec!r} has no tokenizer (none of {TOKENIZER_FILES}); save the "
                          "tokenizer there (tokenizer.save_pretrained) or pass tokenizer=")
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoTokenizer.from_pretrained(spec)
     except Exception as e:  # OSError, ValueError, ...: the message says which files were tried
         raise ValueError(f"model: could not load a tokenizer from {spec!r} ({type(e).__name__}: {e}); "
@@ -948,7 +914,7 @@ def fit_classification(
     problem = "multi_label_classification" if multi else "single_label_classification"
     if kind == "path":
         new_head = head is None or labels is not None
-        with _quiet_transformers():
+        with quiet_transformers():
             hf = AutoModelForSequenceClassification.from_pretrained(
                 source, num_labels=len(classes), id2label=id2label, label2id=label2id, problem_type=problem,
                 ignore_mismatched_sizes=new_head and head is not None)
@@ -1019,16 +985,9 @@ def fit_classification(
                       accelerator=accelerator, evaluate=evaluate if evald is not None else None, callbacks=cbs,
                       output_dir=str(output_dir) if output_dir else None, save_fn=save,
                       max_grad_norm=max_grad_norm, sampler=sampler)
-    if resume:
-        ckpt = latest_checkpoint(output_dir) if resume is True and output_dir else (
-            Path(resume) if resume is not True else None)
-        if ckpt is None:
-            warnings.warn("resume: no checkpoint found; starting from scratch", stacklevel=3)
-        else:
-            trainer.resume_from(ckpt)
+    trainer.resume(resume)
     state = trainer.fit()
-    # without accelerate's autocast wrapper on forward: predict then runs in fp32, as the saved model does
-    clf = accelerator.unwrap_model(trainer.wrapped, keep_fp32_wrapper=False)
+    clf = trainer.final_model()  # predict runs in fp32, as the saved model does
     metrics_after = {}
     if evald is not None:
         last = state.history[-1] if state.history else {}

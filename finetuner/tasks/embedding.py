@@ -16,7 +16,7 @@ from ..data.formats import to_labeled
 from ..data.labeled import LabeledData
 from ..data.samplers import GroupBatchSampler
 from ..engine.callbacks import CSVLogger, EarlyStopping, ProgressBar, TensorBoardLogger
-from ..engine.trainer import Trainer, latest_checkpoint, make_accelerator
+from ..engine.trainer import Trainer, make_accelerator
 from ..inference import check_embeddings, embed_batches
 from ..io import save
 from ..losses import get_loss
@@ -164,16 +164,9 @@ def fit_embedding(
                       evaluate=evaluate if evald is not None else None, callbacks=cbs,
                       output_dir=str(output_dir) if output_dir else None, save_fn=save,
                       max_grad_norm=max_grad_norm, sampler=sampler)
-    if resume:
-        ckpt = latest_checkpoint(output_dir) if resume is True and output_dir else (Path(resume) if resume is not True else None)
-        if ckpt is None:
-            warnings.warn("resume: no checkpoint found; starting from scratch", stacklevel=3)
-        else:
-            trainer.resume_from(ckpt)
+    trainer.resume(resume)
     state = trainer.fit()
-    # drop accelerate's autocast wrapper from the forward (kept while training, where callbacks
-    # use it): the returned model computes in the precision it is saved and loaded in
-    model = accelerator.unwrap_model(trainer.wrapped, keep_fp32_wrapper=False)
+    model = trainer.final_model()
     metrics_after = evaluate(model) if evald is not None else {}
     result = FitResult(model=model, history=state.history, metrics_before=metrics_before, metrics_after=metrics_after,
                        output_dir=str(output_dir) if output_dir else None,

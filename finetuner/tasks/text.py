@@ -90,15 +90,7 @@ class LengthGroupedBatchSampler(GroupBatchSampler):
 
     def _make_batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        n = len(self.groups)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
-        order = order[np.argsort(self.groups[order], kind="stable")]
-        starts = np.flatnonzero(np.r_[True, self.groups[order][1:] != self.groups[order][:-1]])
-        bounds = np.r_[starts, n]
-        step = self.chunk_size or self.batch_size
-        chunks = [order[s:e][i:i + step] for s, e in zip(bounds[:-1], bounds[1:]) for i in range(0, e - s, step)]
-        if self.shuffle:
-            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+        chunks = self._chunks(rng)
         pool_size = self.pool_batches * self.batch_size
         batches: list[list[int]] = []
         start = 0
