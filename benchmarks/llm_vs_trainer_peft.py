@@ -47,7 +47,7 @@ def _tokenize(tuner, dataset):
 
 def run_ours(args) -> dict:
     from finetuner.llm import FineTuner, TrainerConfig
-    from finetuner.llm.train import evaluate_lm
+    from finetuner.recipes.llm import evaluate_lm
 
     train, held_out = _data(args)
     config = TrainerConfig(per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -78,7 +78,7 @@ def run_peer(args) -> dict:
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from finetuner.llm import FineTuner, TrainerConfig
-    from finetuner.llm.train import evaluate_lm
+    from finetuner.recipes.llm import evaluate_lm
 
     train, held_out = _data(args)
     # the same tokenization as ours (chat template, response-only labels), done by our preprocessor

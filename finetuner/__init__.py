@@ -7,12 +7,9 @@
 
 from __future__ import annotations
 
+from .api import display, embed, evaluate, fit, load, save, to_embedding_model
 from .data.labeled import LabeledData
-from .fit import fit
-from .inference import embed, evaluate
-from .io import load, save
-from .models.tailor import display, to_embedding_model
-from .result import FitResult
+from .recipes.result import FitResult
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,5 @@
-"""Saving and loading models: atomic folders that round-trip exactly."""
+"""Files and folders that are never half-written: atomic folders and files, the metadata of a
+saved folder, and the download cache root."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-from safetensors.torch import load_file, save_file
-
-META = "finetuner.json"
+META = "finetuner.json"  # what a folder written by finetuner.save holds
 FORMAT_VERSION = 1
+CACHE_ENV = "FINETUNER_CACHE"
+
+
+def cache_root() -> Path:
+    """The download / conversion cache folder: env `FINETUNER_CACHE`, else `~/.cache/finetuner`."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "finetuner"
 
 
 @contextmanager
@@ -23,7 +27,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` in one rename.
 
     If the body raises, `path` is left as it was and the temporary folder is removed, so a
-    crash mid-save never leaves a half-written model (or destroys the previous one).
+    crash mid-save never leaves a half-written folder (or destroys the previous one).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,114 +47,28 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def save(model: Any, path: str | os.PathLike) -> Path:
-    """Save a tuned model to the folder `path`, atomically.
-
-    Writes `model.safetensors` (the weights), `model.pt` (the whole module, so `load` needs no
-    code from you when the model's class is importable) and `finetuner.json` (what it is).
-    Text models saved by other parts of finetuner add their own files (see their docs).
-
-    Args:
-        model: a `torch.nn.Module`, or the result of `finetuner.fit` (its `.model` is saved); a
-            Keras or Paddle model is saved in its framework's format (`model.keras`;
-            `model.pdparams` + `model.pkl`), see `finetuner.backends`.
-        path: a folder; replaced as a whole if it exists.
-
-    Returns:
-        The folder's path.
-
-    Raises:
-        TypeError: `model` is not a torch module or a fit result.
-    """
-    model = getattr(model, "model", model) if not isinstance(model, torch.nn.Module) else model
-    from .backends import backend_for
-
-    if (backend := backend_for(model)) is not None:  # Keras / Paddle: their native format
-        with atomic_dir(path) as tmp:
-            backend.save_native(model, tmp)
-        return Path(path)
-    saver = getattr(model, "_finetuner_save", None)
-    if saver is not None:  # models that know a richer layout (e.g. sentence-transformers)
-        with atomic_dir(path) as tmp:
-            saver(tmp)
-        return Path(path)
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module or a fit result, got {type(model).__name__}")
-    with atomic_dir(path) as tmp:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(_untie(state), str(tmp / "model.safetensors"))
-        meta = {"format_version": FORMAT_VERSION, "framework": "torch", "kind": "module",
-                "class": f"{type(model).__module__}.{type(model).__qualname__}", "pickled": True}
-        try:
-            torch.save(model, tmp / "model.pt")
-        except Exception as e:  # e.g. a class defined inside a function cannot be pickled
-            meta["pickled"] = False
-            warnings.warn(f"save: the model's class cannot be pickled ({e}); only the weights were saved: "
-                          f"load them with finetuner.load(path, model=YourModel())", stacklevel=2)
-        (tmp / META).write_text(json.dumps(meta, indent=2))
-    return Path(path)
-
-
-def _untie(state: dict) -> dict:
-    """safetensors refuses tensors sharing memory (tied weights): give each its own copy."""
-    seen, out = set(), {}
-    for k, v in state.items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
-        out[k] = v.clone() if key in seen else v
-        seen.add(key)
-    return out
-
-
-def load(path: str | os.PathLike, model: torch.nn.Module | None = None, map_location: str = "cpu") -> Any:
-    """Load a model saved by `finetuner.save`.
-
-    Args:
-        path: the folder `save` wrote.
-        model: optional module of the same architecture to load the weights into (needed when
-            the class could not be pickled at save time).
-        map_location: device for the tensors.
-
-    Returns:
-        The model, in eval mode.
-
-    Raises:
-        FileNotFoundError: `path` is not a folder written by `save`.
-        ValueError: the weights do not fit `model`.
-    """
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write `data` as indented JSON to `path` through a temporary file and one rename (numpy
+    scalars and other objects with `.item()` become numbers, anything else its string)."""
     path = Path(path)
-    meta_file = path / META
-    if not meta_file.exists():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    os.replace(tmp, path)
+    return path
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The `finetuner.json` of a saved folder.
+
+    Raises:
+        FileNotFoundError: `path` has none (it was not written by `finetuner.save`).
+    """
+    meta_file = Path(path) / META
+    if not meta_file.is_file():
         raise FileNotFoundError(f"path: {str(path)!r} is not a model saved by finetuner.save (no {META})")
-    meta = json.loads(meta_file.read_text())
-    loader = _LOADERS.get(meta.get("kind", "module"))
-    if loader is not None:
-        return loader(path, meta, model, map_location)
-    raise ValueError(f"path: unknown model kind {meta.get('kind')!r} in {meta_file}")
+    return json.loads(meta_file.read_text())
 
 
-def _load_module(path: Path, meta: dict, model, map_location: str):
-    if model is None:
-        if not meta.get("pickled", False):
-            raise ValueError(f"path: {str(path)!r} holds weights only; pass model=YourModel() to load them into")
-        model = torch.load(path / "model.pt", map_location=map_location, weights_only=False)
-    else:
-        state = load_file(str(path / "model.safetensors"), device=map_location)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"model: the saved weights do not fit it (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    return model.eval()
-
-
-def _load_framework(path: Path, meta: dict, model, map_location: str):
-    from .backends import require  # Keras / Paddle folders; a missing framework names its extra
-
-    return require(meta["kind"]).load_native(path, meta, model)
-
-
-# other kinds (sentence-transformers folders, ...) register their loader here
-_LOADERS = {"module": _load_module, "keras": _load_framework, "paddle": _load_framework}
-
-
-def register_loader(kind: str, loader) -> None:
-    """Register `loader(path, meta, model, map_location)` for folders whose finetuner.json says `kind`."""
-    _LOADERS[kind] = loader
+def _json_default(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)

@@ -1,5 +1,5 @@
 """Keras 3 (TensorFlow backend) models in fit, display, to_embedding_model, save / load, through
-the torch bridge (`finetuner.backends`). Real Keras models, real Fashion-MNIST items.
+the torch bridge (`finetuner.models.backends`). Real Keras models, real Fashion-MNIST items.
 
 Skipped when tensorflow / keras are not installed (`pip install 'finetuner[keras]'`)."""
 
@@ -24,7 +24,7 @@ if keras.backend.backend() != "tensorflow":
     pytest.skip(f"these tests need the Keras tensorflow backend, got {keras.backend.backend()}", allow_module_level=True)
 
 import finetuner  # noqa: E402
-from finetuner.backends import adapt, detect_framework, require  # noqa: E402
+from finetuner.models.backends import adapt, detect_framework, require  # noqa: E402
 from finetuner.data.relation import relation_matrix  # noqa: E402
 from finetuner.losses import SiameseLoss  # noqa: E402
 from finetuner.losses.distances import pairwise_distance  # noqa: E402
@@ -61,7 +61,7 @@ def test_detect_framework():
 
 
 def test_import_finetuner_imports_no_framework():
-    code = ("import sys, finetuner; import finetuner.backends; "
+    code = ("import sys, finetuner; import finetuner.models.backends; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'paddle') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -177,7 +177,7 @@ from finetuner.toydata import generate_fashion
 keras.utils.set_random_seed(0)
 m = keras.Sequential([keras.layers.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(32)])
 assert isinstance(m, torch.nn.Module)
-from finetuner.backends import detect_framework
+from finetuner.models.backends import detect_framework
 assert detect_framework(m) == "torch"
 w = m.layers[-1].kernel.numpy().copy()
 r = finetuner.fit(m, generate_fashion(256, data_dir={str(data_dir)!r}), epochs=1, batch_size=128, verbose=False)

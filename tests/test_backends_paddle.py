@@ -1,5 +1,5 @@
 """Paddle models (`paddle.nn.Layer`) in fit, display, to_embedding_model, save / load, through
-the torch bridge (`finetuner.backends`). Real Paddle layers, real Fashion-MNIST items.
+the torch bridge (`finetuner.models.backends`). Real Paddle layers, real Fashion-MNIST items.
 
 Skipped when paddlepaddle is not installed (`pip install 'finetuner[paddle]'`). Paddle 3.3's
 native libraries crash the process when it is imported after TensorFlow, so
@@ -21,8 +21,8 @@ if "tensorflow" in sys.modules and "paddle" not in sys.modules:
 paddle = pytest.importorskip("paddle", reason="paddlepaddle is not installed: pip install 'finetuner[paddle]'")
 
 import finetuner  # noqa: E402
-from finetuner.backends import adapt, detect_framework, require  # noqa: E402
-from finetuner.backends.paddle import PaddleEmbeddingModel  # noqa: E402
+from finetuner.models.backends import adapt, detect_framework, require  # noqa: E402
+from finetuner.models.backends.paddle import PaddleEmbeddingModel  # noqa: E402
 from finetuner.data.relation import relation_matrix  # noqa: E402
 from finetuner.losses import SiameseLoss  # noqa: E402
 from finetuner.losses.distances import pairwise_distance  # noqa: E402

@@ -14,10 +14,10 @@ import torch
 
 import finetuner
 from finetuner.data.labeled import LabeledData
-from finetuner.fit import _choose_recipe
-from finetuner.tasks.classification import (LengthGroupedOrder, TextClassifier, class_weights_for,
+from finetuner.api import _choose_recipe
+from finetuner.recipes.classification import (LengthGroupedOrder, TextClassifier, class_weights_for,
                                             classification_metrics, fit_classification, to_text_rows)
-from finetuner.tasks.embedding import fit_embedding
+from finetuner.recipes.embedding import fit_embedding
 from finetuner.toydata import generate_mrpc, generate_sst2
 
 FAST = {"batch_size": 16, "verbose": False}
@@ -123,7 +123,7 @@ def test_length_grouped_order_cuts_padding_on_real_mrpc(minilm, data_dir):
 def test_pairs_get_token_type_ids_and_batches_are_padded_to_their_longest(minilm, mrpc):
     from transformers import AutoTokenizer
 
-    from finetuner.tasks.classification import _collator, _tokenized
+    from finetuner.recipes.classification import _collator, _tokenized
 
     tok = AutoTokenizer.from_pretrained(minilm)
     rows = to_text_rows(mrpc[0].select(range(6)))

@@ -128,7 +128,7 @@ def test_save_is_atomic_and_round_trips(tmp_path, monkeypatch):
     np.testing.assert_array_equal(finetuner.embed(finetuner.load(path), x), ref)
     np.testing.assert_array_equal(finetuner.embed(finetuner.load(path, model=mlp()), x), ref)
     # a crash mid-save leaves the previous model intact and no temporary folder behind
-    import finetuner.io as fio
+    import finetuner.models.saving as fio
 
     def boom(*a, **k):
         raise OSError("disk full")

@@ -14,8 +14,8 @@ datasets = pytest.importorskip("datasets")
 pytest.importorskip("peft")
 
 from finetuner.llm import DefaultInferenceHandler, DefaultTrainerConfig, FineTuner, TrainerConfig  # noqa: E402
-from finetuner.llm.batching import CausalCollator, LengthGroupedBatchSampler, pack_rows  # noqa: E402
-from finetuner.llm.models import package_folder, resolve_model  # noqa: E402
+from finetuner.data.sequences import CausalCollator, LengthGroupedBatchSampler, pack_rows  # noqa: E402
+from finetuner.models.lm import package_folder, resolve_model  # noqa: E402
 from finetuner.llm.preprocess import IGNORE_INDEX, DefaultPreprocessor  # noqa: E402
 from finetuner.toydata.instructions import generate_lima, generate_selfinstruct  # noqa: E402
 
@@ -57,7 +57,7 @@ def test_lima_and_selfinstruct_splits_are_disjoint_and_fixed(data_dir):
 
 
 def test_labels_cover_only_replies_and_the_end_of_turn_token(smollm2):
-    from finetuner.llm.models import load_tokenizer
+    from finetuner.models.lm import load_tokenizer
 
     tok = load_tokenizer(smollm2)
     data = datasets.Dataset.from_list([{"messages": [
@@ -81,7 +81,7 @@ def test_labels_cover_only_replies_and_the_end_of_turn_token(smollm2):
 
 
 def test_truncation_cuts_from_the_right_and_drops_examples_without_reply(smollm2, data_dir):
-    from finetuner.llm.models import load_tokenizer
+    from finetuner.models.lm import load_tokenizer
 
     tok = load_tokenizer(smollm2)
     row = generate_lima(1, data_dir=data_dir)[0]
@@ -235,7 +235,7 @@ def test_int8_lora_trains(tasks, tmp_path):
 def test_merge_writes_a_plain_model_that_matches_the_adapter(tasks, tmp_path, quantize):
     from transformers import AutoModelForCausalLM
 
-    from finetuner.llm.train import evaluate_lm
+    from finetuner.recipes.llm import evaluate_lm
 
     tuner = FineTuner("smollm2", device="cpu", dataset_name=tasks, max_length=128, quantize=quantize,
                       trainer_config=TrainerConfig(**{**QUICK, "learning_rate": 1e-3, "precision": "fp32"}))

@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("peft")
 
 from finetuner.llm import DefaultTrainerConfig, FineTuner  # noqa: E402
-from finetuner.llm.models import package_folder  # noqa: E402
+from finetuner.models.lm import package_folder  # noqa: E402
 from finetuner.toydata.instructions import generate_selfinstruct  # noqa: E402
 
 pytestmark = [pytest.mark.slow,

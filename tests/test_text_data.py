@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from finetuner.data.relation import UNKNOWN, relation_matrix
 from finetuner.losses import CoSENTLoss, InfoNCELoss, get_loss
-from finetuner.tasks.text import (LengthGroupedBatchSampler, duplicate_ids, in_batch_loss, mask_duplicates,
+from finetuner.recipes.text import (LengthGroupedBatchSampler, duplicate_ids, in_batch_loss, mask_duplicates,
                                   scored_pair_metrics)
 from finetuner.toydata import generate_qa, generate_stsb
 from finetuner.toydata.qa import load_qa_rows

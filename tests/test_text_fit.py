@@ -15,7 +15,7 @@ import torch
 
 import finetuner
 from finetuner.models import TextEncoder
-from finetuner.tasks.text import fit_text
+from finetuner.recipes.text import fit_text
 from finetuner.toydata import generate_qa, generate_stsb
 
 

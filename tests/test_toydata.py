@@ -16,7 +16,7 @@ import torch
 
 from finetuner.data.relation import relation_matrix
 from finetuner.toydata import generate_fashion
-from finetuner.toydata import _files
+from finetuner.toydata import files as _files
 from finetuner.toydata.fashion import CLASS_NAMES, MD5
 
 T10K = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

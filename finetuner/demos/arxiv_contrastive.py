@@ -30,8 +30,8 @@ LABEL = "new-dataset"
 def load_examples(data_dir: str | None = None) -> list[dict]:
     """Every row of the arxiv_cats JSONL files: {"text": str, "cats": {label: 0 or 1}} (a row
     may lack a label). Files come from `data_dir`/arxiv_cats, env FINETUNER_DATA, the cache or a
-    download of the pinned embetter commit (md5-checked; `finetuner.toydata._files.fetch`)."""
-    from finetuner.toydata._files import fetch
+    download of the pinned embetter commit (md5-checked; `finetuner.toydata.files.fetch`)."""
+    from finetuner.toydata.files import fetch
 
     rows = []
     for name, md5 in FILES.items():

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from ..data.labeled import LabeledData
-from ..inference import embed_batches
-from ..io import load, save
+from ..engine.predict import embed_batches
+from ..models.saving import load, save
 from .display import render_item
 from .selection import (RelevanceCalibrator, check_strategy, neighbours, pick_diverse,
                         uncertainty_scores)
@@ -98,7 +98,7 @@ class Labeler:
             each round passes them unchanged, except `seed` (+ the round number) and
             `verbose` (False unless given).
         recipe: the training recipe `(model, train_data, eval_data, **train_kwargs) ->
-            FitResult`; default the embedding recipe `finetuner.tasks.embedding.fit_embedding`.
+            FitResult`; default the embedding recipe `finetuner.recipes.embedding.fit_embedding`.
         display_fn: item -> dict for the page (see `render_item`, the default).
         link_sessions: merge pages joined by a relevant mark into one training session
             (relevance taken as transitive; see `finetuner.labeler.sessions.linked_sessions`).
@@ -115,7 +115,7 @@ class Labeler:
                  num_candidates: int = 2000, train_kwargs: dict | None = None, recipe: Callable | None = None,
                  display_fn: Callable[[Any], dict] | None = None, link_sessions: bool = True,
                  seed: int = 0) -> None:
-        from ..tasks.embedding import fit_embedding
+        from ..recipes.embedding import fit_embedding
 
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module (an embedding model), got {type(model).__name__}")

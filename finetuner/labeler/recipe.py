@@ -6,7 +6,7 @@ import inspect
 import os
 from typing import Any, Callable
 
-from ..result import FitResult
+from ..recipes.result import FitResult
 from .labeler import RESERVED, Labeler
 from .server import LabelerServer
 

@@ -12,7 +12,7 @@ folded in.
 
 from .config import DefaultTrainerConfig, TrainerConfig
 from .inference import DefaultInferenceHandler, InferenceHandler
-from .merge import merge
+from ..models.lora import merge
 from .preprocess import DefaultPreprocessor, Preprocessor
 from .tuner import FineTuner
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from ..optim import SCHEDULERS, build_optimizer, build_scheduler
-from .models import bf16_supported
+from ..engine.optim import SCHEDULERS, build_optimizer, build_scheduler
+from ..models.lm import bf16_supported
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SAVE_STRATEGIES = ("epoch", "steps", "no")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import detect_format, to_messages
-from .models import CAUSAL
+from ..data.instructions import detect_format, to_messages
+from ..models.lm import CAUSAL
 from .templates import adds_special_tokens, render_conversation, render_prompt, resolve_template
 
 IGNORE_INDEX = -100  # the label value torch's cross_entropy skips

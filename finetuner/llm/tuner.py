@@ -13,10 +13,10 @@ from typing import Any, Sequence
 
 import torch
 
-from ..result import FitResult
-from . import models
+from ..recipes.result import FitResult
+from ..models import lm as models
 from .config import TrainerConfig
-from .data import detect_format, load_dataset
+from ..data.instructions import detect_format, load_dataset
 from .inference import DefaultInferenceHandler, InferenceHandler
 from .preprocess import DefaultPreprocessor, Preprocessor
 from .templates import resolve_template
@@ -72,7 +72,7 @@ class FineTuner:
         dataset_name: training data: a JSON / JSONL / CSV / Parquet file, a `datasets.Dataset`,
             a list of dicts, a DataFrame, or a toy-data name ("lima", "selfinstruct"). Formats:
             chat `messages`, alpaca (`instruction`, `input`, `output`, `history`),
-            `prompt`/`completion`, or `text` (see `finetuner.llm.data`). None: no training data
+            `prompt`/`completion`, or `text` (see `finetuner.data.instructions`). None: no training data
             (generation only).
         lora_r: rank of the LoRA update (int >= 1).
         lora_alpha: LoRA scaling numerator: the update is scaled by lora_alpha / lora_r (> 0).
@@ -242,7 +242,7 @@ class FineTuner:
         Raises:
             ValueError: no dataset given and no `eval_dataset`.
         """
-        from .train import evaluate_lm
+        from ..recipes.llm import evaluate_lm
 
         tokens = self._eval_tokens(dataset)
         if tokens is None:
@@ -271,7 +271,7 @@ class FineTuner:
                 model whose attention cannot keep packed examples apart.
             FloatingPointError: the loss became NaN or infinite.
         """
-        from .train import evaluate_lm, train_lm
+        from ..recipes.llm import evaluate_lm, train_lm
 
         cfg = self.trainer_config
         output_dir = output_dir or cfg.output_dir
@@ -403,11 +403,11 @@ class FineTuner:
     from_pretrained = load
 
     def merge(self, output_dir: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
-        """Write a plain model with the adapter merged into the weights (see `finetuner.llm.merge`).
+        """Write a plain model with the adapter merged into the weights (see `finetuner.models.lora`).
 
         The adapter is saved first to a temporary folder if this tuner has not been saved.
         """
-        from .merge import merge
+        from ..models.lora import merge
 
         if self.output_dir and (Path(self.output_dir) / META_FILE).is_file():
             self.save(self.output_dir)

@@ -29,7 +29,7 @@ from torch import nn
 from ..data.dataset import Collate, LabeledDataset
 from ..data.formats import to_labeled
 from ..data.labeled import LabeledData
-from ..inference import _move
+from ..engine.predict import move_to_device
 from .tailor import EmbeddingModel, _CutOff
 
 MEMORY_LIMIT = 2 << 30  # cached features larger than this (bytes) go to a memory-mapped file
@@ -145,7 +145,7 @@ def cache_features(prefix: nn.Module, data: LabeledData, *, batch_size: int = 25
             index = np.arange(start, min(start + batch_size, len(data)))
             inputs, _ = collate(dataset.__getitems__(index))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                feats = prefix(_move(inputs, dev))
+                feats = prefix(move_to_device(inputs, dev))
             feats = feats.float().cpu().numpy()
             if out is None:
                 shape = (len(data), *feats.shape[1:])
@@ -179,13 +179,13 @@ def fit_with_prefix_cache(recipe: Callable, model: EmbeddingModel, train_data: A
         size and time in `settings["prefix_cache"]`; OUTPUT_DIR/model holds the whole model
         (the epoch checkpoints hold the suffix, as trained).
     """
-    from ..io import save
+    from .saving import save
 
     if cache_prefix not in (True, False, "auto"):
         raise ValueError(f"cache_prefix: expected True, False or 'auto', got {cache_prefix!r}")
     import inspect
 
-    from ..tasks.embedding import fit_embedding
+    from ..recipes.embedding import fit_embedding
 
     if cache_prefix is False:
         return recipe(model, train_data, eval_data, **kwargs)

@@ -292,8 +292,8 @@ def display(model: nn.Module, input_size: Any = None, input: Any = None, *, dept
     with a batch dimension, that `to_embedding_model` pools to [B, D]).
 
     Args:
-        model: a torch module, or a Keras / Paddle model (`finetuner.backends.keras.display`,
-            `finetuner.backends.paddle.display`: the same rows).
+        model: a torch module, or a Keras / Paddle model (`finetuner.models.backends.keras.display`,
+            `finetuner.models.backends.paddle.display`: the same rows).
         input_size: the shape of one item without the batch dimension, e.g. (3, 224, 224) for
             images or (16,) for token ids (a model starting with an embedding table gets random
             ids); the model is run once on a random batch of 2.
@@ -313,7 +313,7 @@ def display(model: nn.Module, input_size: Any = None, input: Any = None, *, dept
         ValueError: a bad `input_size`, or the model cannot run on it (the message has the
             model's own error).
     """
-    if (backend := _framework_backend(model)) is not None:  # Keras / Paddle (finetuner.backends)
+    if (backend := _framework_backend(model)) is not None:  # Keras / Paddle (finetuner.models.backends)
         return backend.display(model, input_size, input, depth=depth, show=show)
     _check_module(model)
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
@@ -385,7 +385,7 @@ def _print_rows(model: nn.Module, rows: list[dict]) -> None:
 
 # ---- names ------------------------------------------------------------------------------
 def _framework_backend(model: Any):
-    from ..backends import backend_for
+    from .backends import backend_for
 
     return backend_for(model)
 
@@ -740,7 +740,7 @@ def to_embedding_model(model: nn.Module, layer_name: str | None = None, freeze: 
             attention mask), a CNN such as EfficientNet. Changed in place (cut layers are
             replaced by stubs, frozen parameters get requires_grad=False); pass
             `copy.deepcopy(model)` to keep the original. A Keras or Paddle model gets a model of
-            its own framework (`finetuner.backends.keras.to_embedding_model`, `...paddle...`).
+            its own framework (`finetuner.models.backends.keras.to_embedding_model`, `...paddle...`).
         layer_name: dotted name of the embedding layer as `display` lists it, nested names
             included ("_blocks.15", "encoder.layer.3.output"). None: the last layer before the
             classifier (the last Linear the forward pass calls), dropout skipped; the model's own
@@ -773,7 +773,7 @@ def to_embedding_model(model: nn.Module, layer_name: str | None = None, freeze: 
             fit the layer's output. Everything frozen with no head is a valid (fixed) embedding
             model; `fit` refuses to train it, before training starts.
     """
-    if (backend := _framework_backend(model)) is not None:  # Keras / Paddle (finetuner.backends)
+    if (backend := _framework_backend(model)) is not None:  # Keras / Paddle (finetuner.models.backends)
         return backend.to_embedding_model(model, layer_name, freeze, output_dim, projection_head,
                                           input_size=input_size, input=input, pooling=pooling)
     _check_module(model)
@@ -912,7 +912,7 @@ def tailor_for_fit(model: Any, train_data: Any, tailor: dict, fit_kwargs: dict) 
             arguments, `freeze` and `freeze_layer` both), an `input_size` that differs from the
             items' shape, or any error of `to_embedding_model`.
     """
-    from ..inference import _move
+    from ..engine.predict import move_to_device
 
     tailor = resolve_tailor_args(tailor)
     if tailor is None:
@@ -926,7 +926,7 @@ def tailor_for_fit(model: Any, train_data: Any, tailor: dict, fit_kwargs: dict) 
         shape = tuple(np.shape(items[0])) if not isinstance(items[0], str) else None
         if shape is not None and shape != size:
             raise ValueError(f"input_size: {size} given, but the training items have shape {shape}")
-    batch = _move(batch, next((p.device for p in model.parameters()), torch.device("cpu")))
+    batch = move_to_device(batch, next((p.device for p in model.parameters()), torch.device("cpu")))
     with torch.random.fork_rng(devices=[]):  # a new head's weights follow fit's seed, not the global RNG
         torch.manual_seed(fit_kwargs.get("seed", 42))
         emb = to_embedding_model(model, input=batch, **tailor)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..io import META, register_loader
+from ..io import META
 
 POOLINGS = ("mean", "cls", "max")
 KIND = "sentence-transformers"
@@ -308,7 +308,7 @@ class TextEncoder(nn.Module):
         (Path(path) / META).write_text(json.dumps(meta, indent=2))
 
 
-def _load(path: Path, meta: dict, model: Any, map_location: str) -> TextEncoder:
+def load_saved(path: Path, meta: dict, model: Any, map_location: str) -> TextEncoder:
     """`finetuner.load` for folders saved by `TextEncoder` (kind "sentence-transformers")."""
     from sentence_transformers import SentenceTransformer
 
@@ -318,5 +318,3 @@ def _load(path: Path, meta: dict, model: Any, map_location: str) -> TextEncoder:
         return model.eval()
     return loaded.eval()
 
-
-register_loader(KIND, _load)

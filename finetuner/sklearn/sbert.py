@@ -1,7 +1,7 @@
 """Fine-tune a whole sentence encoder from scikit-learn: `SbertLearner` (text pairs with a
 similarity) and `SbertTuner` (texts with class labels, pipeline-friendly).
 
-Both train through the project's text recipe (`finetuner.fit` -> `finetuner.tasks.text`: the
+Both train through the project's text recipe (`finetuner.fit` -> `finetuner.recipes.text`: the
 one engine, the project's losses, texts tokenised once, length-grouped batches), on a copy of
 the given model: the `sent_tfm` argument is never changed, as scikit-learn requires; the tuned
 model is `model_` (save it with `to_disk`).
@@ -39,7 +39,7 @@ class _SbertBase(_TextEstimator):
         return load_model(self.sent_tfm, None if self.device == "auto" else self.device, copy_model=True)
 
     def _train(self, data, fmt: str, batch_items: int, epochs: int, **extra) -> None:
-        from ..fit import fit
+        from ..api import fit
 
         result = fit(self.model_, data, format=fmt, loss=self.loss, epochs=epochs, batch_size=batch_items,
                      learning_rate=self.learning_rate, warmup_ratio=self.warmup_ratio, device=self.device,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from finetuner.data.labeled import LabeledData
-from finetuner.toydata._files import fetch
+from finetuner.toydata.files import fetch
 
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 URL_ENV = "FINETUNER_FASHION_URL"

@@ -1,7 +1,7 @@
 """Two GLUE text-classification sets as `datasets.Dataset`: MRPC (sentence pairs) and SST-2
 (single sentences).
 
-Files are found like every toy-data file (`finetuner.toydata._files.fetch`): the caller's data
+Files are found like every toy-data file (`finetuner.toydata.files.fetch`): the caller's data
 folder (`data_dir=` or env `FINETUNER_DATA`), else the cache, else downloaded from a pinned
 commit and checked against its MD5.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from finetuner.toydata._files import fetch
+from finetuner.toydata.files import fetch
 
 MRPC_SUBDIR, SST2_SUBDIR = "mrpc", "sst2"
 # pinned commits of the public copies the shared data folder was taken from (see its SOURCE.txt)
@@ -94,7 +94,7 @@ def generate_mrpc(
     Raises:
         ValueError: an unknown split, split contradicting is_testset, a bad num_total, or a
             malformed line (the message names file and line).
-        FileNotFoundError / OSError (`DownloadError`): as `finetuner.toydata._files.fetch`.
+        FileNotFoundError / OSError (`DownloadError`): as `finetuner.toydata.files.fetch`.
     """
     split = _split(split, is_testset)
     _check_num_total(num_total)
@@ -146,7 +146,7 @@ def generate_sst2(
     Raises:
         ValueError: an unknown split, split contradicting is_testset, a bad num_total, or a
             line that does not start with "0 " or "1 ".
-        FileNotFoundError / OSError (`DownloadError`): as `finetuner.toydata._files.fetch`.
+        FileNotFoundError / OSError (`DownloadError`): as `finetuner.toydata.files.fetch`.
     """
     split = _split(split, is_testset)
     _check_num_total(num_total)

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from finetuner.toydata._files import fetch
+from finetuner.toydata.files import fetch
 
 LIMA_URL = ("https://raw.githubusercontent.com/hiyouga/LLaMA-Factory/"
             "b9cdff41bbb6084380606cde6c875c994b6b1868/data/lima.json")
@@ -60,7 +60,7 @@ def generate_lima(
     Source: LIMA (Zhou et al. 2023), LLaMA-Factory's `data/lima.json` at commit b9cdff41
     (md5 checked on download): 1029 conversations, 1000 single-turn and 29 multi-turn (earlier
     turns in `history`). Read from `data_dir/instruction_lima/lima.json` (or
-    `$FINETUNER_DATA/...`), else the cache, else downloaded (see `finetuner.toydata._files`).
+    `$FINETUNER_DATA/...`), else the cache, else downloaded (see `finetuner.toydata.files`).
 
     Args:
         num_total: at most this many conversations (of the chosen split, in a fixed shuffled

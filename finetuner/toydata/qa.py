@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from finetuner.data.labeled import LabeledData
-from finetuner.toydata._files import fetch
+from finetuner.toydata.files import fetch
 
 SUBDIR = "covid_qa"
 FILENAME = "multilingual.csv"
@@ -69,7 +69,7 @@ def load_qa_rows(
 
     Raises:
         ValueError: an unknown language or test_size outside (0, 1).
-        FileNotFoundError / OSError: see `finetuner.toydata._files.fetch`.
+        FileNotFoundError / OSError: see `finetuner.toydata.files.fetch`.
     """
     if language is not None and language not in LANGUAGES:
         raise ValueError(f"language: expected one of {LANGUAGES} or None, got {language!r}")

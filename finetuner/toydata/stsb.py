@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from finetuner.data.labeled import LabeledData
-from finetuner.toydata._files import fetch
+from finetuner.toydata.files import fetch
 
 SUBDIR = "stsb"
 BASE_URL = ("https://raw.githubusercontent.com/zhangzhenhu/Semantic-Texual-Similarity-Toolkits/"
@@ -58,7 +58,7 @@ def load_stsb_rows(
 
     Raises:
         ValueError: an unknown split or a malformed line.
-        FileNotFoundError / OSError: see `finetuner.toydata._files.fetch`.
+        FileNotFoundError / OSError: see `finetuner.toydata.files.fetch`.
     """
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")

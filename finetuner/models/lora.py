@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_dir
-from . import models
+from . import lm as models
 
 
 def merge(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
@@ -33,7 +33,7 @@ def merge(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike, dtype: 
     """
     from peft import PeftModel
 
-    from .tuner import _bnb_from_dict, read_meta
+    from ..llm.tuner import _bnb_from_dict, read_meta
 
     meta = read_meta(adapter_dir)
     resolved = models.resolve_model(meta["base_model"] if Path(meta["base_model"]).exists() else meta["model_id"])

@@ -1,14 +1,24 @@
-"""`finetuner.fit`: the one entry point; it picks the recipe for the model and data."""
+"""The public face of the library: `fit` (a dispatch table from model, data and task to a recipe),
+`embed`, `evaluate`, `save`, `load`, `display` and `to_embedding_model`."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Callable, Sequence
 
-from .result import FitResult
-from .tasks.classification import fit_classification, looks_like_classification
-from .tasks.embedding import fit_embedding
-from .tasks.text import fit_text, is_text_model
+import numpy as np
+import torch
+
+from .data.formats import to_labeled
+from .data.labeled import LabeledData
+from .engine.predict import embed_batches
+from .models.saving import load, save
+from .models.tailor import display, to_embedding_model
+
+from .recipes.result import FitResult
+from .recipes.classification import fit_classification, looks_like_classification
+from .recipes.embedding import fit_embedding
+from .recipes.text import fit_text, is_text_model
 
 # task name -> recipe, for fit(..., task=NAME)
 TASKS = {"embedding": fit_embedding, "classification": fit_classification}
@@ -23,10 +33,10 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
     Args:
         model: an embedding model: a `torch.nn.Module` mapping a batch of items to a float
             tensor [B, D], or a Keras (TensorFlow backend) / Paddle model doing the same
-            (`finetuner.backends`; trained in place, `result.model` is that model).
+            (`finetuner.models.backends`; trained in place, `result.model` is that model).
             Text models (a model folder or hub id string, a
             `sentence_transformers.SentenceTransformer`, or a module wrapping a Hugging Face
-            transformer given with a `collate_fn`) go to `finetuner.tasks.text.fit_text`, whose
+            transformer given with a `collate_fn`) go to `finetuner.recipes.text.fit_text`, whose
             defaults suit them (in-batch negatives, lr 2e-5, 1 epoch, bf16, length-grouped
             batches; CoSENT for scored pairs) and which adds pooling / normalize / max_length.
         train_data: labeled data in class, pair, triplet or session format, as a list of
@@ -38,7 +48,7 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
 
     Keyword Args:
         task: a name of `TASKS` ("embedding", "classification"), or None to infer it: a
-            text classifier (`finetuner.tasks.classification.fit_classification`, whose
+            text classifier (`finetuner.recipes.classification.fit_classification`, whose
             arguments then apply) when the model has a sequence-classification head or
             `num_labels` is given with a model path; else embedding (the arguments below).
         loss: "SiameseLoss" (default), "TripletLoss", "InfoNCELoss", a loss object, or any
@@ -86,11 +96,11 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
             where no query has a relevant item, ...).
         FloatingPointError: the loss became NaN or infinite during training.
     """
-    from .backends import detect_framework
+    from .models.backends import detect_framework
     from .models.tailor import is_tailored, pop_tailor_args, tailor_for_fit
 
-    if detect_framework(model) in ("keras", "paddle"):  # trained through a torch adapter (finetuner.backends)
-        from .backends.fit import fit_framework_model
+    if detect_framework(model) in ("keras", "paddle"):  # trained through a torch adapter (finetuner.models.backends)
+        from .recipes.frameworks import fit_framework_model
 
         return fit_framework_model(fit, model, train_data, eval_data, kwargs)
     tailor, cache_prefix = pop_tailor_args(kwargs), kwargs.pop("cache_prefix", "auto")
@@ -109,7 +119,7 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
 
 
 def _choose_recipe(model: Any, kwargs: dict):
-    """The recipe for this model and these arguments (each task lives in `finetuner.tasks`).
+    """The recipe for this model and these arguments (each task lives in `finetuner.recipes`).
 
     Pops `task` from `kwargs`: a name of `TASKS`, or None to infer it from the model.
     """
@@ -127,3 +137,64 @@ def _choose_recipe(model: Any, kwargs: dict):
     if is_text_model(model, kwargs):  # a path / id, a SentenceTransformer, or a HF module + collate_fn
         return fit_text
     return fit_embedding
+
+
+def _as_labeled(data: Any, name: str) -> LabeledData:
+    """Unlabeled inputs (an array or a list of items) become class data with dummy labels."""
+    if isinstance(data, LabeledData):
+        return data
+    if isinstance(data, np.ndarray) or (isinstance(data, torch.Tensor)):
+        arr = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else data
+        return LabeledData(arr.astype(np.float32) if arr.dtype.kind == "f" else arr, np.zeros(len(arr)))
+    try:
+        return to_labeled(data, name=name)
+    except (ValueError, TypeError):
+        items = list(data)
+        return LabeledData(items, np.zeros(len(items)))
+
+
+def _as_torch_model(model: Any) -> torch.nn.Module:
+    """A Keras / Paddle model wrapped by `finetuner.backends.adapt`; a torch module as it is."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    from .models.backends import adapt, detect_framework
+
+    return adapt(model) if detect_framework(model) in ("keras", "paddle") else model
+
+
+def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 256, preprocess_fn: Callable | None = None,
+          collate_fn: Callable | None = None) -> np.ndarray:
+    """Embed items with `model`.
+
+    Args:
+        model: a torch module mapping a batch to [B, D] (or a Keras / Paddle model).
+        data: labeled data (any form `fit` takes), a numpy array / tensor [N, ...], or a list of items.
+        batch_size: items per forward pass.
+        preprocess_fn / collate_fn: as in `fit`.
+
+    Returns:
+        float32 numpy array [N, D], in the order of `data`.
+    """
+    return embed_batches(_as_torch_model(model), _as_labeled(data, "data"), batch_size=batch_size,
+                         preprocess_fn=preprocess_fn, collate_fn=collate_fn).numpy()
+
+
+def evaluate(model: torch.nn.Module, data: Any, *, ks: Sequence[int] = (10,), distance: str = "cosine",
+             batch_size: int = 256, preprocess_fn: Callable | None = None,
+             collate_fn: Callable | None = None) -> dict:
+    """Retrieval metrics of `model` on labeled `data`: each item is a query against all the
+    others (itself excluded); relevant = positive relation (same class, or a relevant match of
+    the same session).
+
+    Returns:
+        dict with precision@k, recall@k, mAP@k, nDCG@k, MRR@k, hit@k for each k in `ks`, and
+        num_queries.
+
+    Raises:
+        ValueError: no query has a relevant item, or the model's output is not [B, D].
+    """
+    from .evaluation import evaluate_embeddings
+
+    data = to_labeled(data, name="eval_data")
+    emb = embed_batches(_as_torch_model(model), data, batch_size=batch_size, preprocess_fn=preprocess_fn, collate_fn=collate_fn)
+    return evaluate_embeddings(emb, torch.from_numpy(data.labels()), ks=tuple(ks), distance=distance)

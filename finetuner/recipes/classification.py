@@ -30,10 +30,11 @@ from ..data.formats import is_dataframe, is_hf_dataset, read_table
 from ..data.labeled import LabeledData
 from ..engine.callbacks import BestModelCheckpoint, CSVLogger, EarlyStopping, ProgressBar, TensorBoardLogger
 from ..engine.trainer import Trainer, make_accelerator
-from ..io import FORMAT_VERSION, META, register_loader, save
+from ..io import FORMAT_VERSION, META
+from ..models.saving import register_loader, save
 from ..models.hf import quiet_transformers
-from ..optim import build_optimizer, build_scheduler
-from ..result import FitResult
+from ..engine.optim import build_optimizer, build_scheduler
+from .result import FitResult
 
 KIND = "text-classifier"  # the `kind` in finetuner.json of a saved TextClassifier
 TEXT_KEYS = ("text", "sentence", "item", "content", "input", "x", "review", "document")
@@ -849,7 +850,7 @@ def fit_classification(
         group_by_length: batches of similar length (True) or a plain random order.
         epochs (3), batch_size (8), learning_rate (5e-5), weight_decay (0.0; never on biases
             and LayerNorm weights), optimizer ("adamw", fused when the device supports it; or as
-            `finetuner.optim.build_optimizer`), optimizer_kwargs, scheduler ("linear"; None,
+            `finetuner.engine.optim.build_optimizer`), optimizer_kwargs, scheduler ("linear"; None,
             "constant", "cosine" or a factory), warmup_ratio (0.0).
         compute_metrics: `(transformers.EvalPrediction) -> dict[str, float]`, as for
             `transformers.Trainer`; its keys join the epoch logs. It is called once before

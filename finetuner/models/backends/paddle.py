@@ -1,7 +1,7 @@
 """Paddle models (`paddle.nn.Layer`, Paddle 2.x / 3.x) in finetuner: the training adapter,
 `display`, `to_embedding_model`, and saving in Paddle's native `.pdparams` format.
 
-Imported only when a Paddle model is used (`finetuner.backends.require("paddle")`).
+Imported only when a Paddle model is used (`finetuner.models.backends.require("paddle")`).
 """
 
 from __future__ import annotations

@@ -25,11 +25,11 @@ DEMOS = {
     "arxiv-contrastive": "finetuner.demos.arxiv_contrastive",
 }
 
-from finetuner.llm.cli import app as _llm_app  # noqa: E402  (typer only; heavy imports stay in the commands)
+from finetuner.cli.llm import app as _llm_app  # noqa: E402  (typer only; heavy imports stay in the commands)
 
 app.add_typer(_llm_app, name="llm")
 
-from finetuner.labeler.cli import label as _label_cmd  # noqa: E402  (typer only; the server loads on use)
+from finetuner.cli.label import label as _label_cmd  # noqa: E402  (typer only; the server loads on use)
 
 app.command("label")(_label_cmd)
 
@@ -121,7 +121,7 @@ def report_cmd(
 
 def _is_classifier_folder(spec: str) -> bool:
     """A saved text classifier or a transformers sequence-classification folder."""
-    from finetuner.tasks.classification import looks_like_classification
+    from finetuner.recipes.classification import looks_like_classification
 
     return Path(spec).is_dir() and looks_like_classification(spec, {})
 

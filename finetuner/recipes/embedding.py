@@ -17,11 +17,11 @@ from ..data.labeled import LabeledData
 from ..data.samplers import GroupBatchSampler
 from ..engine.callbacks import CSVLogger, EarlyStopping, ProgressBar, TensorBoardLogger
 from ..engine.trainer import Trainer, make_accelerator
-from ..inference import check_embeddings, embed_batches
-from ..io import save
+from ..engine.predict import check_embeddings, embed_batches
+from ..models.saving import save
 from ..losses import get_loss
-from ..optim import build_optimizer, build_scheduler
-from ..result import FitResult
+from ..engine.optim import build_optimizer, build_scheduler
+from .result import FitResult
 
 
 # fit's margin for the margin losses: with cosine distance (in [0, 2]) 0.5 beat the classes'
@@ -86,7 +86,7 @@ def fit_embedding(
 ) -> FitResult:
     """See `finetuner.fit` (this is its recipe for embedding models).
 
-    Hooks for recipes built on this one (e.g. `finetuner.tasks.text`): `batch_sampler`, a batch
+    Hooks for recipes built on this one (e.g. `finetuner.recipes.text`): `batch_sampler`, a batch
     sampler over the train items used instead of `GroupBatchSampler`; `compute_loss`,
     `(model, (inputs, labels)) -> scalar` used instead of `loss(model(inputs), labels)`;
     `eval_metrics`, `(embeddings [N, D], eval LabeledData) -> dict` merged into the eval metrics.

@@ -27,7 +27,7 @@ def _subset(spec: Optional[str], limit: Optional[int], data_dir: Optional[Path])
     """The dataset for `spec`, cut to its first `limit` rows."""
     if spec is None:
         return None
-    from .data import load_dataset
+    from ..data.instructions import load_dataset
 
     data = load_dataset(spec, str(data_dir) if data_dir else None)
     return data.select(range(min(limit, len(data)))) if limit else data
@@ -57,8 +57,8 @@ def train(
     seed: int = typer.Option(42),
 ) -> None:
     """Fine-tune MODEL on DATASET; writes the adapter to OUTPUT_DIR and prints held-out metrics."""
-    from .config import TrainerConfig
-    from .tuner import FineTuner
+    from ..llm.config import TrainerConfig
+    from ..llm.tuner import FineTuner
 
     config = TrainerConfig(per_device_train_batch_size=batch_size, learning_rate=learning_rate,
                            gradient_accumulation_steps=gradient_accumulation_steps, packing=packing,
@@ -87,8 +87,8 @@ def generate(
     temperature: float = typer.Option(0.7), top_p: float = typer.Option(0.9),
 ) -> None:
     """Print the reply of a tuned adapter (or a plain model) to PROMPT."""
-    from .inference import DefaultInferenceHandler
-    from .tuner import META_FILE, FineTuner
+    from ..llm.inference import DefaultInferenceHandler
+    from ..llm.tuner import META_FILE, FineTuner
 
     handler = DefaultInferenceHandler(do_sample=sample, temperature=temperature, top_p=top_p)
     if (Path(model) / META_FILE).is_file():
@@ -104,6 +104,6 @@ def merge(
     output_dir: Path = typer.Argument(..., help="where the merged, plain model goes"),
 ) -> None:
     """Fold the adapter into the base weights and save a plain transformers model."""
-    from .merge import merge as merge_adapter
+    from ..models.lora import merge as merge_adapter
 
     typer.echo(f"merged model: {merge_adapter(adapter, output_dir)}")

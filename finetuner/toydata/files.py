@@ -18,8 +18,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..io import cache_root
+
 DATA_ENV = "FINETUNER_DATA"
-CACHE_ENV = "FINETUNER_CACHE"
 TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
 
@@ -34,12 +35,6 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path | None:
         return Path(data_dir).expanduser()
     env = os.environ.get(DATA_ENV)
     return Path(env).expanduser() if env else None
-
-
-def cache_root() -> Path:
-    """The download cache folder: env `FINETUNER_CACHE`, else `~/.cache/finetuner`."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "finetuner"
 
 
 def md5sum(path: str | os.PathLike) -> str:

@@ -8,7 +8,7 @@ Where the speed comes from, each piece cheap on its own:
 - bf16 autocast on CPUs with native bf16 (AVX512-BF16 / AMX) and on GPUs that have it;
 - a fused AdamW step; one loop on `finetuner.engine` (accelerate), no HF Trainer.
 
-Batches are then trained as in `finetuner.tasks.embedding` (the same engine, losses and
+Batches are then trained as in `finetuner.recipes.embedding` (the same engine, losses and
 evaluation), with one text-specific rule: identical texts in a batch are never each other's
 negatives, nor negatives of an anchor one of whose positives they duplicate (`mask_duplicates`).
 """
@@ -30,7 +30,7 @@ from ..data.samplers import GroupBatchSampler
 from ..losses import CoSENTLoss, InfoNCELoss, MetricLoss, get_loss
 from ..losses.distances import pairwise_distance
 from ..models.text import TextEncoder, is_sentence_transformer
-from ..result import FitResult
+from .result import FitResult
 
 _NOT_TEXT_ARGS = ("interactive", "to_embedding_model")
 

@@ -1,7 +1,7 @@
 """Keras 3 models (TensorFlow backend) in finetuner: the training adapter, `display`,
 `to_embedding_model`, and saving in Keras' native `.keras` format.
 
-Imported only when a Keras model is used (`finetuner.backends.require("keras")`). Keras 3 on
+Imported only when a Keras model is used (`finetuner.models.backends.require("keras")`). Keras 3 on
 the torch backend needs none of this: its models are torch modules and take the torch path.
 """
 

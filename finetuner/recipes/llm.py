@@ -16,11 +16,11 @@ import torch
 
 from ..engine.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
 from ..engine.trainer import Trainer, make_accelerator
-from .batching import CausalCollator, LengthGroupedBatchSampler, RowDataset, Seq2SeqCollator, pack_rows
-from .callbacks import AdapterCheckpoint, TokenCounter, TokenThroughput, latest_resumable, restore_checkpoint
-from .config import TrainerConfig
-from .models import CAUSAL
-from .objective import LanguageModelingLoss
+from ..data.sequences import CausalCollator, LengthGroupedBatchSampler, RowDataset, Seq2SeqCollator, pack_rows
+from ..llm.callbacks import AdapterCheckpoint, TokenCounter, TokenThroughput, latest_resumable, restore_checkpoint
+from ..llm.config import TrainerConfig
+from ..models.lm import CAUSAL
+from ..losses.language_modeling import LanguageModelingLoss
 
 
 def make_loader(tokenized, tokenizer, task_type: str, batch_size: int, *, shuffle: bool, packing: bool = False,

@@ -14,7 +14,7 @@ def check_tailor_args(layer_name: Any, freeze: Any, output_dim: Any, projection_
                       head_type: type) -> None:
     """Raise ValueError / TypeError for a bad `to_embedding_model` argument, before the model
     runs: `finetuner.models.tailor.check_tailor_args` with the poolings Keras / Paddle offer."""
-    from ..models.tailor import check_tailor_args as check
+    from ..tailor import check_tailor_args as check
 
     check(layer_name, freeze, output_dim, projection_head, pooling, head_type, POOLINGS)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .preprocess import IGNORE_INDEX
+from ..llm.preprocess import IGNORE_INDEX
 
 
 def pack_rows(lengths: list[int], max_length: int) -> list[list[int]]:

@@ -26,8 +26,8 @@ from urllib.parse import urlparse
 import torch
 
 from ..io import atomic_dir
-from ..models.hf import quiet_transformers
-from ..toydata._files import cache_root
+from .hf import quiet_transformers
+from ..io import cache_root
 
 CAUSAL, SEQ2SEQ = "CAUSAL_LM", "SEQ_2_SEQ_LM"
 ALIASES = {

@@ -1,5 +1,5 @@
 """`finetuner.fit` for Keras and Paddle models: tailor in the model's framework, then train it
-through its torch adapter with the one recipe (`finetuner.tasks.embedding`)."""
+through its torch adapter with the one recipe (`finetuner.recipes.embedding`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import backend_for
+from ..models.backends import backend_for
 
 
 def tailor_framework_model(backend, model: Any, train_data: Any, tailor: dict, fit_kwargs: dict) -> Any:
@@ -19,7 +19,7 @@ def tailor_framework_model(backend, model: Any, train_data: Any, tailor: dict, f
             framework's `to_embedding_model`.
     """
     from ..models.tailor import probe_batch, resolve_tailor_args
-    from .bridge import to_numpy
+    from ..models.backends.bridge import to_numpy
 
     tailor = resolve_tailor_args(tailor)
     if tailor is None:

@@ -72,11 +72,11 @@ def require(framework: str):
     except ImportError as e:
         raise ImportError(f"{framework} models need the {framework} extra: pip install '{extra}' "
                           f"({type(e).__name__}: {e})") from e
-    return importlib.import_module(f"finetuner.backends.{framework}")
+    return importlib.import_module(f"finetuner.models.backends.{framework}")
 
 
 def backend_for(model: Any):
-    """The backend module (`finetuner.backends.keras` / `.paddle`) for a Keras or Paddle model,
+    """The backend module (`finetuner.models.backends.keras` / `.paddle`) for a Keras or Paddle model,
     or None for torch models and anything else."""
     framework = detect_framework(model)
     return require(framework) if framework in EXTRAS else None

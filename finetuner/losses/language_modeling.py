@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .models import CAUSAL
-from .preprocess import IGNORE_INDEX
+from ..models.lm import CAUSAL
+from ..llm.preprocess import IGNORE_INDEX
 
 _MODEL_KEYS = ("input_ids", "attention_mask", "position_ids")
 
