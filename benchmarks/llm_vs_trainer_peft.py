@@ -13,8 +13,8 @@ The compute limit: LoRA on a frozen base costs about 4 x parameters FLOPs per to
 forward, 2 for the input-gradient backward; no weight gradients for frozen weights), so
 tokens/s <= peak matmul FLOP/s / (4 x parameters). The peak is measured here, on a large matmul.
 
-    flock /tmp/finetuner-cpu.lock python benchmarks/llm_vs_trainer_peft.py            # bf16, 48 examples
-    flock /tmp/finetuner-cpu.lock python benchmarks/llm_vs_trainer_peft.py --precision fp32
+    flock /tmp/bench.lock python benchmarks/llm_vs_trainer_peft.py            # bf16, 48 examples
+    flock /tmp/bench.lock python benchmarks/llm_vs_trainer_peft.py --precision fp32
 """
 
 from __future__ import annotations

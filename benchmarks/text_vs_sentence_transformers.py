@@ -141,7 +141,7 @@ def run_ours(args, precision: str, grouping) -> dict:
     kwargs = {} if precision == "auto" else {"precision": precision}
     start = time.perf_counter()
     result = finetuner.fit(model_path(), data, epochs=args.epochs, batch_size=2 * args.batch_pairs,
-                           learning_rate=args.lr, warmup_ratio=0.1, scheduler="linear", length_grouping=grouping,
+                           learning_rate=args.lr, warmup_ratio=0.1, scheduler="linear", group_by_length=grouping,
                            verbose=False, seed=42, **kwargs)
     total = time.perf_counter() - start
     st = result.model.sentence_transformer

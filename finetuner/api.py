@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -13,15 +12,21 @@ from .data.formats import to_labeled
 from .data.labeled import LabeledData
 from .engine.predict import embed_batches
 from .models.saving import load, save
-from .models.tailor import display, to_embedding_model
-
+from .models.tailor import display, is_tailored, to_embedding_model
 from .recipes.result import FitResult
+from .recipes.run import recipe_arguments
 from .recipes.classification import fit_classification, looks_like_classification
 from .recipes.embedding import fit_embedding
 from .recipes.text import fit_text, is_text_model
 
-# task name -> recipe, for fit(..., task=NAME)
-TASKS = {"embedding": fit_embedding, "classification": fit_classification}
+# (task, does it take this model and these arguments?, recipe): `fit` uses the first row that does
+RECIPES = (
+    ("classification", looks_like_classification, fit_classification),  # a sequence classifier, num_labels
+    ("text", is_text_model, fit_text),  # a text model path / id, a SentenceTransformer, a HF module + collate_fn
+    ("embedding", lambda model, kwargs: True, fit_embedding),  # any torch module mapping a batch to [B, D]
+)
+# fit(..., task=NAME)
+TASKS = {"embedding": fit_embedding, "text": fit_text, "classification": fit_classification}
 
 
 def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> FitResult:
@@ -47,10 +52,17 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
             after every epoch and at the end (each item a query against all others).
 
     Keyword Args:
-        task: a name of `TASKS` ("embedding", "classification"), or None to infer it: a
-            text classifier (`finetuner.recipes.classification.fit_classification`, whose
+        task: a name of `TASKS` ("embedding", "text", "classification"), or None to infer it
+            from `RECIPES`: a text classifier (`finetuner.recipes.classification`, whose
             arguments then apply) when the model has a sequence-classification head or
-            `num_labels` is given with a model path; else embedding (the arguments below).
+            `num_labels` is given with a model path; a text embedding model
+            (`finetuner.recipes.text`) for a model path / id or a SentenceTransformer; else
+            embedding (the arguments below).
+        Training settings (`finetuner.config.TrainArgs`, one name in every recipe; each recipe
+        has its own defaults): epochs, batch_size, learning_rate, optimizer, optimizer_kwargs,
+        weight_decay, scheduler, warmup_ratio, max_grad_norm, gradient_accumulation_steps,
+        device, precision, seed, callbacks, early_stopping, output_dir, resume,
+        eval_batch_size, verbose, report.
         loss: "SiameseLoss" (default), "TripletLoss", "InfoNCELoss", a loss object, or any
             callable `(embeddings [B, D], labels) -> scalar`.
         distance, margin, miner: passed to a loss given by name; distance "cosine" (default),
@@ -61,7 +73,8 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
             "linear", "constant", None or a factory), warmup_ratio (0).
         num_items_per_class: items of one class per batch for class data (4).
         preprocess_fn: applied to each item; collate_fn: list of items -> model input.
-        device: "auto" (GPU when there is one), "cpu", "cuda". precision: "fp32" or "bf16".
+        device: "auto" (GPU when there is one), "cpu", "cuda". precision: "fp32" (default for
+            this recipe), "bf16", "fp16" or "auto" (`finetuner.engine.precision`).
         gradient_accumulation_steps (1), max_grad_norm (None).
         callbacks: `finetuner.engine.callbacks.Callback` objects; early_stopping: patience in
             epochs, or a dict of `EarlyStopping` arguments.
@@ -96,47 +109,45 @@ def fit(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> Fi
             where no query has a relevant item, ...).
         FloatingPointError: the loss became NaN or infinite during training.
     """
+    from .labeler.recipe import interactive_recipe
     from .models.backends import detect_framework
-    from .models.tailor import is_tailored, pop_tailor_args, tailor_for_fit
+    from .recipes.tailored import fit_with_prefix_cache, pop_tailor_args, tailor_for_fit
 
+    kwargs = dict(kwargs)  # the caller's dict stays as it was
     if detect_framework(model) in ("keras", "paddle"):  # trained through a torch adapter (finetuner.models.backends)
         from .recipes.frameworks import fit_framework_model
 
         return fit_framework_model(fit, model, train_data, eval_data, kwargs)
+    interactive, task = kwargs.pop("interactive", False), kwargs.pop("task", None)
     tailor, cache_prefix = pop_tailor_args(kwargs), kwargs.pop("cache_prefix", "auto")
     if tailor:  # general model -> embedding model before any recipe sees it
         model = tailor_for_fit(model, train_data, tailor, kwargs)
-    recipe = _choose_recipe(model, kwargs)
-    known = set(inspect.signature(recipe).parameters) - {"model", "train_data", "eval_data"}
-    unknown = sorted(set(kwargs) - known)
+    name, recipe = choose_recipe(model, task, kwargs)
+    if interactive:  # the Labeler wraps the recipe: it tunes with it in the background
+        recipe = interactive_recipe(recipe)
+    unknown = sorted(set(kwargs) - recipe_arguments(recipe))
     if unknown:
-        raise TypeError(f"fit: unknown argument(s) {unknown}; known arguments: {sorted(known)}")
-    if is_tailored(model) and recipe in (fit_embedding, fit_text):  # a cached prefix's rest trains as embedding
-        from .models.prefix_cache import fit_with_prefix_cache
-
+        raise TypeError(f"fit: unknown argument(s) {unknown}; known arguments: {sorted(recipe_arguments(recipe))}")
+    if is_tailored(model) and name in ("embedding", "text") and not interactive:
+        # a frozen prefix is run once; the rest trains on its outputs with the embedding recipe
         return fit_with_prefix_cache(recipe, model, train_data, eval_data, cache_prefix=cache_prefix, **kwargs)
     return recipe(model, train_data, eval_data, **kwargs)
 
 
-def _choose_recipe(model: Any, kwargs: dict):
-    """The recipe for this model and these arguments (each task lives in `finetuner.recipes`).
+def choose_recipe(model: Any, task: str | None, kwargs: dict) -> tuple[str, Callable]:
+    """(task name, recipe) for this model and these arguments: the first row of `RECIPES` that
+    takes them, within `task` when one is given ("embedding" covers the text recipe).
 
-    Pops `task` from `kwargs`: a name of `TASKS`, or None to infer it from the model.
+    Raises:
+        ValueError: an unknown task.
     """
-    if kwargs.pop("interactive", False):  # the Labeler wraps the recipe chosen below
-        from .labeler.recipe import interactive_recipe
-
-        return interactive_recipe(_choose_recipe(model, kwargs))
-    task = kwargs.pop("task", None)
-    if task is not None:
-        if task not in TASKS:
-            raise ValueError(f"task: expected one of {sorted(TASKS)} or None (inferred), got {task!r}")
-        return TASKS[task]
-    if looks_like_classification(model, kwargs):
-        return fit_classification
-    if is_text_model(model, kwargs):  # a path / id, a SentenceTransformer, or a HF module + collate_fn
-        return fit_text
-    return fit_embedding
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task: expected one of {sorted(TASKS)} or None (inferred from the model), got {task!r}")
+    rows = [r for r in RECIPES if task is None or r[0] == task or (task == "embedding" and r[0] == "text")]
+    for name, takes, recipe in rows:
+        if len(rows) == 1 or takes(model, kwargs):
+            return name, recipe
+    return rows[-1][0], rows[-1][2]
 
 
 def _as_labeled(data: Any, name: str) -> LabeledData:

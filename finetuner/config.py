@@ -15,7 +15,7 @@ these fields in one place.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -96,10 +96,14 @@ class TrainArgs:
             raise TypeError(f"{where}: unknown training argument(s) {unknown}; known: {sorted(self.names())}")
         return replace(self, **changes)
 
+    def as_kwargs(self) -> dict:
+        """Every field as a keyword argument of a recipe (values as they are, not copied)."""
+        return {name: getattr(self, name) for name in self.names()}
+
     def to_dict(self) -> dict:
         """The settings as JSON-ready values (objects are shown by their repr)."""
         out = {}
-        for key, value in asdict(self).items():
+        for key, value in self.as_kwargs().items():
             out[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
         return out
 

@@ -59,10 +59,17 @@ def note(message: str) -> None:
         logger.info(message)
 
 
-def show(renderable: Any) -> None:
-    """Print a rich renderable (a table) when verbose."""
-    if is_verbose():
-        get_console().print(renderable)
+def show(renderable: Any, min_width: int | None = None) -> None:
+    """Print a rich renderable (a table) when verbose; `min_width` widens the console for it
+    (wide tables of layer names are not wrapped)."""
+    if not is_verbose():
+        return
+    console = get_console()
+    if min_width is not None and console.width < min_width:
+        from rich.console import Console
+
+        console = Console(width=min_width)
+    console.print(renderable)
 
 
 def progress(*columns: Any, **kwargs: Any):

@@ -47,6 +47,33 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_files(folder: str | os.PathLike, last: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a temporary folder inside `folder`; on success move each file and folder written
+    there into `folder` (replacing those of the same name, keeping the others), the names in
+    `last` at the end.
+
+    The `last` entries are removed from `folder` before anything moves, so a folder that holds
+    them always holds a complete set (a crash mid-move leaves it without them). If the body
+    raises, `folder` is left as it was.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".save-", dir=folder))
+    try:
+        yield tmp
+        for name in last:
+            (folder / name).unlink(missing_ok=True)
+        names = sorted(p.name for p in tmp.iterdir() if p.name not in last) + [n for n in last if (tmp / n).exists()]
+        for name in names:
+            target = folder / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(tmp / name, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write `data` as indented JSON to `path` through a temporary file and one rename (numpy
     scalars and other objects with `.item()` become numbers, anything else its string)."""

@@ -15,8 +15,12 @@ import torch
 import finetuner
 from finetuner.data.labeled import LabeledData
 from finetuner.api import _choose_recipe
-from finetuner.recipes.classification import (LengthGroupedOrder, TextClassifier, class_weights_for,
-                                            classification_metrics, fit_classification, to_text_rows)
+from finetuner.data.label_space import class_weights_for
+from finetuner.data.samplers import LengthGroupedBatchSampler
+from finetuner.data.text_rows import to_text_rows
+from finetuner.evaluation.classification import classification_metrics
+from finetuner.models.classifier import TextClassifier
+from finetuner.recipes.classification import POOL_BATCHES, fit_classification
 from finetuner.recipes.embedding import fit_embedding
 from finetuner.toydata import generate_mrpc, generate_sst2
 
@@ -99,42 +103,43 @@ def test_to_text_rows_reads_every_form(tmp_path, mrpc):
     assert to_text_rows("just one sentence", "texts", require_labels=False).texts == ["just one sentence"]
 
 
-def test_length_grouped_order_cuts_padding_on_real_mrpc(minilm, data_dir):
+def test_length_grouped_batches_cut_padding_on_real_mrpc(minilm, data_dir):
     from transformers import AutoTokenizer
 
     ds = generate_mrpc("train", num_total=1600, data_dir=data_dir)
     tok = AutoTokenizer.from_pretrained(minilm)
     lengths = [len(x) for x in tok(list(ds["sentence1"]), list(ds["sentence2"]), truncation=True)["input_ids"]]
 
-    def padded(order):
-        return sum(max(lengths[i] for i in order[s:s + 8]) * len(order[s:s + 8]) for s in range(0, len(order), 8))
+    def padded(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
 
-    grouped = LengthGroupedOrder(lengths, 8, seed=1)
-    plain = LengthGroupedOrder(lengths, 8, group_by_length=False, seed=1)
-    order = list(grouped)
-    assert sorted(order) == list(range(len(lengths)))
-    assert padded(order) < 1.05 * sum(lengths) < 1.2 * sum(lengths) < padded(list(plain))
+    # the recipe's sampler: group_by_length=True -> pools of POOL_BATCHES batches, False -> 1 (random batches)
+    grouped = LengthGroupedBatchSampler(lengths, 8, pool_batches=POOL_BATCHES, seed=1)
+    plain = LengthGroupedBatchSampler(lengths, 8, pool_batches=1, seed=1)
+    batches = list(grouped)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths))) and max(map(len, batches)) == 8
+    assert padded(batches) < 1.05 * sum(lengths) < 1.2 * sum(lengths) < padded(list(plain))
     grouped.set_epoch(3)
-    again = LengthGroupedOrder(lengths, 8, seed=1)
+    again = LengthGroupedBatchSampler(lengths, 8, pool_batches=POOL_BATCHES, seed=1)
     again.set_epoch(3)
-    assert list(grouped) == list(again) != order
+    assert list(grouped) == list(again) != batches
 
 
 def test_pairs_get_token_type_ids_and_batches_are_padded_to_their_longest(minilm, mrpc):
     from transformers import AutoTokenizer
 
-    from finetuner.recipes.classification import _collator, _tokenized
+    from finetuner.data.text_batches import padding_collator, tokenize_rows
 
     tok = AutoTokenizer.from_pretrained(minilm)
     rows = to_text_rows(mrpc[0].select(range(6)))
-    ds = _tokenized(rows, np.asarray(rows.labels), tok, 512, verbose=False)
+    ds = tokenize_rows(rows, np.asarray(rows.labels), tok, 512)
     assert "token_type_ids" in ds.column_names and "text" not in ds.column_names
     lengths = [len(ids) for ids in ds["input_ids"]]
     assert len(set(lengths)) > 1  # stored unpadded
     first = ds[0]
     sep = first["input_ids"].index(tok.sep_token_id)  # end of sentence 1: segment 0 up to here, then segment 1
     assert set(first["token_type_ids"][:sep + 1]) == {0} and set(first["token_type_ids"][sep + 1:]) == {1}
-    batch = _collator(tok)([ds[i] for i in (0, 1)])
+    batch = padding_collator(tok)([ds[i] for i in (0, 1)])
     assert batch["input_ids"].shape == (2, max(lengths[:2]))  # padded to this batch's longest, not 512
     assert batch["token_type_ids"].shape == batch["input_ids"].shape and batch["labels"].tolist() == rows.labels[:2]
 
@@ -179,7 +184,10 @@ def test_fit_pairs_then_predict_save_load(fitted, mrpc):
     loaded = finetuner.load(out / "model")
     assert isinstance(loaded, TextClassifier) and loaded.classes == [0, 1]
     assert np.allclose(loaded.predict(pairs).probabilities, probs, atol=1e-5)
-    assert loaded.evaluate(mrpc[1])["accuracy"] == pytest.approx(result.metrics_after["accuracy"])
+    # metrics_after are the returned model's (fp32, as saved), also after a bf16 run
+    again = loaded.evaluate(mrpc[1])
+    assert again["accuracy"] == pytest.approx(result.metrics_after["accuracy"])
+    assert again["eval_loss"] == pytest.approx(result.metrics_after["eval_loss"], abs=1e-5)
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -206,7 +214,9 @@ def test_resume_continues_from_the_checkpoint(fitted, minilm, mrpc):
 def test_fit_learns_sst2_sentiment(minilm, data_dir):
     train = generate_sst2("train", num_total=320, data_dir=data_dir)
     test = generate_sst2("test", num_total=200, data_dir=data_dir)
-    result = finetuner.fit(minilm, train, test, task="classification", epochs=2, learning_rate=1e-4, **FAST)
+    # lr 2e-4: at 1e-4 the 40 steps ended at 0.54-0.65 depending on seed and batch order (0.645 / 0.565 at
+    # seeds 42 / 43 before the shared length-grouped sampler), too close to the bar; at 2e-4 0.74-0.80 (seeds 42-44)
+    result = finetuner.fit(minilm, train, test, task="classification", epochs=2, learning_rate=2e-4, **FAST)
     # a new head from 320 sentences in 2 epochs: clearly above chance, not yet good
     assert result.metrics_after["accuracy"] > max(0.6, result.metrics_before["accuracy"] + 0.1)
     labels, probs = result.predict(["a wonderful , moving film .", "a dull , lifeless mess ."])
@@ -250,8 +260,10 @@ def test_multi_label(minilm, data_dir):
 
 
 def test_early_stopping_restores_the_best_epoch(minilm, mrpc):
+    # fp32: the epochs are evaluated in the precision the restored model is returned (and measured) in
     result = finetuner.fit(minilm, mrpc[0], mrpc[1], task="classification", epochs=4, learning_rate=1e-9,
-                           early_stopping={"patience": 1, "min_delta": 0.01}, monitor="eval_loss", **FAST)
+                           early_stopping={"patience": 1, "min_delta": 0.01}, monitor="eval_loss", precision="fp32",
+                           **FAST)
     assert len(result.history) == 2  # lr ~ 0: eval_loss cannot improve by min_delta
     best = min(h["eval_loss"] for h in result.history)
     assert result.metrics_after["eval_loss"] == pytest.approx(best, abs=1e-6)

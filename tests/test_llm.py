@@ -14,7 +14,8 @@ datasets = pytest.importorskip("datasets")
 pytest.importorskip("peft")
 
 from finetuner.llm import DefaultInferenceHandler, DefaultTrainerConfig, FineTuner, TrainerConfig  # noqa: E402
-from finetuner.data.sequences import CausalCollator, LengthGroupedBatchSampler, pack_rows  # noqa: E402
+from finetuner.data.samplers import LengthGroupedBatchSampler  # noqa: E402
+from finetuner.data.sequences import CausalCollator, pack_rows  # noqa: E402
 from finetuner.models.lm import package_folder, resolve_model  # noqa: E402
 from finetuner.llm.preprocess import IGNORE_INDEX, DefaultPreprocessor  # noqa: E402
 from finetuner.toydata.instructions import generate_lima, generate_selfinstruct  # noqa: E402
@@ -96,7 +97,7 @@ def test_truncation_cuts_from_the_right_and_drops_examples_without_reply(smollm2
 
 def test_length_grouped_sampler_covers_every_row_once_and_is_reproducible():
     lengths = [5, 100, 7, 90, 6, 95, 8, 99, 3]
-    sampler = LengthGroupedBatchSampler(lengths, 2, window=2, seed=1)
+    sampler = LengthGroupedBatchSampler(lengths, 2, pool_batches=2, seed=1)
     first = list(sampler)
     assert sorted(i for b in first for i in b) == list(range(9)) and len(first) == len(sampler)
     assert list(sampler) == first
@@ -156,11 +157,25 @@ def test_train_save_reload_gives_the_same_generation(tasks, tmp_path):
 
 
 def test_resume_continues_after_the_saved_epoch(tasks, tmp_path):
-    config = TrainerConfig(**{**QUICK, "save_strategy": "epoch", "per_device_train_batch_size": 4})
-    FineTuner("smollm2", device="cpu", dataset_name=tasks, max_length=128, trainer_config=config).train(tmp_path, 1)
+    """Checkpoints are the engine's: the adapter only (not the frozen base), optimizer, scheduler,
+    RNG and training state; step checkpoints rotate with save_total_limit; resume continues from
+    the newest end-of-epoch one."""
+    config = TrainerConfig(**{**QUICK, "save_strategy": "epoch", "per_device_train_batch_size": 1, "save_steps": 1,
+                              "save_total_limit": 2})
+    first = FineTuner("smollm2", device="cpu", dataset_name=tasks, max_length=128, trainer_config=config)
+    history = first.train(tmp_path, 1).history
+    steps = len(first.tokenized_dataset)  # one example per step
+    # the last step's checkpoint is replaced by epoch-1; the newest two are kept
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch-1", f"step-{steps - 1}"]
+    epoch = tmp_path / "checkpoints" / "epoch-1"
+    assert (epoch / "adapter_model.safetensors").is_file() and not (epoch / "model.safetensors").exists()
+    assert (epoch / "adapter_model.safetensors").stat().st_size < 10_000_000  # LoRA r=16 on q/v: ~1.8 MB
     tuner = FineTuner("smollm2", device="cpu", dataset_name=tasks, max_length=128, trainer_config=config)
     result = tuner.train(tmp_path, 2, resume_from_checkpoint=True)
     assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.history[0]["train_loss"] == history[0]["train_loss"]  # restored, not retrained
+    with pytest.raises(FileNotFoundError, match="no end-of-epoch checkpoint"):
+        tuner.train(tmp_path / "fresh", 1, resume_from_checkpoint=True)
 
 
 # ---- the three usage examples of the document (local model and data instead of hub names) ------

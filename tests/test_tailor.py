@@ -4,13 +4,15 @@ pooling, projection heads, bad input. Real modules and real forward passes, no m
 from __future__ import annotations
 
 import copy
+import json
+import pickle
 
 import pytest
 import torch
 from torch import nn
 
 import finetuner
-from finetuner.models.tailor import EmbeddingModel, _CutOff, display, freeze, pool, to_embedding_model
+from finetuner.models.tailor import CutOff, EmbeddingModel, display, freeze, pool, to_embedding_model
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -131,7 +133,7 @@ def test_display_without_a_runnable_input_leaves_shapes_blank():
 def test_default_layer_is_the_last_before_the_classifier_with_dropout_skipped():
     emb = to_embedding_model(mlp(), input_size=(1, 8, 8))
     assert emb.layer_name == "4"  # the ReLU after Linear(32, 16); Dropout "5" skipped, classifier "6" cut off
-    assert isinstance(emb.backbone[5], _CutOff) and isinstance(emb.backbone[6], _CutOff)
+    assert isinstance(emb.backbone[5], CutOff) and isinstance(emb.backbone[6], CutOff)
     assert emb(torch.rand(3, 1, 8, 8)).shape == (3, 16)
     net = to_embedding_model(Net(), input_size=(3, 8, 8))
     assert net.layer_name == "pool" and net(X_IMG).shape == (4, 16)
@@ -145,9 +147,9 @@ def test_cut_at_a_nested_layer_with_many_dots_equals_the_manual_forward():
         manual = ref.encoder["stages"][1].body[1](ref.encoder["stages"][1].body[0](ref.encoder["stages"][0](X_IMG)))
         assert torch.allclose(emb(X_IMG), manual.flatten(1))
     # everything after the cut is gone, weights included
-    assert isinstance(emb.backbone.encoder["stages"][2], _CutOff)
-    assert isinstance(emb.backbone.encoder["stages"][1].body[2], _CutOff)
-    assert isinstance(emb.backbone.classifier, _CutOff)
+    assert isinstance(emb.backbone.encoder["stages"][2], CutOff)
+    assert isinstance(emb.backbone.encoder["stages"][1].body[2], CutOff)
+    assert isinstance(emb.backbone.classifier, CutOff)
     assert not any(n.startswith(("backbone.classifier", "backbone.encoder.stages.2")) for n, _ in emb.named_parameters())
     with pytest.raises(RuntimeError, match="removed by to_embedding_model"):
         emb.backbone.classifier(torch.rand(1, 16))
@@ -335,3 +337,50 @@ def test_embedding_model_saves_and_loads_exactly(tmp_path):
     with torch.no_grad():
         assert torch.allclose(back(X_IMG), emb(X_IMG))
     assert back.train().backbone.encoder["stages"][0].body[1].training is False  # frozen layers stay in eval
+    meta = json.loads((tmp_path / "m" / "finetuner.json").read_text())
+    assert meta["class"] == "finetuner.models.tailor.EmbeddingModel"  # the public path, whatever module defines it
+
+
+def test_models_pickled_before_the_tailor_became_a_package_still_load():
+    import finetuner.models.tailor as tailor
+
+    emb = to_embedding_model(mlp(), "4", input_size=(1, 8, 8))
+    CutOff.__qualname__ = "_CutOff"  # pickle it under the old name (finetuner.models.tailor._CutOff)
+    try:
+        data = pickle.dumps(emb)
+    finally:
+        CutOff.__qualname__ = "CutOff"
+    assert b"_CutOff" in data and tailor._CutOff is CutOff
+    back = pickle.loads(data)
+    assert isinstance(back.backbone[5], CutOff)
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(back.eval()(x), emb.eval()(x))
+
+
+# ---- one freeze rule, one table, for every framework -----------------------------------------
+def test_freeze_rule_is_written_once_for_torch_keras_and_paddle():
+    from finetuner.models.backends._common import resolve_freeze as framework_freeze
+    from finetuner.models.tailor import freeze_spec
+
+    units, names = ["a", "b.x", "c"], ["a", "b", "b.x", "b.y", "c"]
+    match = lambda s: [n for n in names if n == s or n.startswith(s + ".")]  # noqa: E731
+    for spec, has_head, expected in [(2, False, (["a", "b.x"], False)), (-1, True, (["a", "b.x", "c"], False)),
+                                     (4, True, (["a", "b.x", "c"], True)), (True, True, (names, False)),
+                                     (None, True, ([], False)), (["b"], False, (["b", "b.x", "b.y"], False))]:
+        assert freeze_spec(spec, units, match, everything=names, has_head=has_head) == expected
+        assert framework_freeze(spec, units, names, has_head) == expected
+    with pytest.raises(ValueError, match=r"has 4 layers that hold weights \(the projection head counts as one\)"):
+        framework_freeze(5, units, names, True)
+    with pytest.raises(ValueError, match=r"has 3 layers that hold parameters; expected an int in \[-3, 3\]"):
+        freeze_spec(-4, units, match, everything=names)
+    with pytest.raises(ValueError, match="a list of layer names or prefixes, got \\[1\\]"):
+        framework_freeze([1], units, names, False)  # the same message as for torch models
+
+
+def test_display_table_is_silenced_by_verbosity(capsys):
+    from finetuner.console import verbosity
+
+    with verbosity(False):
+        rows = display(mlp(), input_size=(1, 8, 8))
+    assert len(rows) == 7 and capsys.readouterr().out == ""

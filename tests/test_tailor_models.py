@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from finetuner.models.tailor import _CutOff, display, to_embedding_model
+from finetuner.models.tailor import CutOff, display, to_embedding_model
 
 SIZE = 32
 
@@ -49,7 +49,7 @@ def test_efficientnet_cut_before_the_classifier_with_a_128d_head(effnet):
     model = copy.deepcopy(effnet)
     emb = to_embedding_model(model, freeze=True, output_dim=128, input_size=(3, SIZE, SIZE))
     assert emb.layer_name == "_avg_pooling"
-    assert isinstance(emb.backbone._fc, _CutOff) and isinstance(emb.backbone._dropout, _CutOff)
+    assert isinstance(emb.backbone._fc, CutOff) and isinstance(emb.backbone._dropout, CutOff)
     assert trainable(emb) == {"head.weight", "head.bias"} and emb.head.in_features == 1280
     x = torch.rand(3, 3, SIZE, SIZE) * 2 - 1
     emb.eval()
@@ -62,7 +62,7 @@ def test_efficientnet_cut_before_the_classifier_with_a_128d_head(effnet):
 def test_efficientnet_cut_inside_the_blocks_and_freeze_forms(effnet):
     emb = to_embedding_model(copy.deepcopy(effnet), "_blocks.15", freeze=-1, output_dim=64)  # input size guessed
     assert trainable(emb) == {"head.weight", "head.bias"}
-    assert isinstance(emb.backbone._conv_head, _CutOff) and emb.head.in_features == 320
+    assert isinstance(emb.backbone._conv_head, CutOff) and emb.head.in_features == 320
     emb = to_embedding_model(copy.deepcopy(effnet), "_blocks.12", freeze=["_conv_stem", "_bn0", "_blocks.0",
                                                                           "_blocks.1"], input_size=(3, SIZE, SIZE))
     params = dict(emb.named_parameters())
@@ -96,7 +96,7 @@ def test_minilm_cut_after_encoder_layer_k_is_mean_pooled_hidden_state(minilm):
         mask = batch["attention_mask"].unsqueeze(-1).float()
         expected = (hidden * mask).sum(1) / mask.sum(1)
         assert torch.allclose(emb(batch), expected, atol=1e-5)
-    cut = {n for n, m in emb.backbone.named_modules() if isinstance(m, _CutOff)}
+    cut = {n for n, m in emb.backbone.named_modules() if isinstance(m, CutOff)}
     assert cut == {"encoder.layer.3", "encoder.layer.4", "encoder.layer.5", "pooler"}
     assert not any(n.startswith(("backbone.encoder.layer.4", "backbone.pooler")) for n, _ in emb.named_parameters())
 

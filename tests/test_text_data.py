@@ -14,10 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from finetuner.data.relation import UNKNOWN, relation_matrix
+from finetuner.data.relation import UNKNOWN, duplicate_ids, mask_duplicates, relation_matrix
+from finetuner.data.samplers import LengthGroupedBatchSampler
+from finetuner.evaluation.similarity import scored_pair_metrics
 from finetuner.losses import CoSENTLoss, InfoNCELoss, get_loss
-from finetuner.recipes.text import (LengthGroupedBatchSampler, duplicate_ids, in_batch_loss, mask_duplicates,
-                                  scored_pair_metrics)
+from finetuner.recipes.text import in_batch_loss
 from finetuner.toydata import generate_qa, generate_stsb
 from finetuner.toydata.qa import load_qa_rows
 from finetuner.toydata.stsb import load_stsb_rows
@@ -226,7 +227,7 @@ def test_length_grouped_batches_cover_every_item_keep_groups_and_cut_padding():
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(500), 2)
     lengths = np.repeat(rng.integers(5, 60, 500), 2) + rng.integers(0, 4, 1000)
-    sampler = LengthGroupedBatchSampler(groups, lengths, 64, pool_batches=16, seed=3)
+    sampler = LengthGroupedBatchSampler(lengths, 64, groups=groups, pool_batches=16, seed=3)
     for epoch in range(2):
         sampler.set_epoch(epoch)
         batches = list(sampler._batches)
@@ -235,12 +236,12 @@ def test_length_grouped_batches_cover_every_item_keep_groups_and_cut_padding():
         assert all(len(b) <= 64 for b in batches)
         for b in batches:  # a pair is never split across batches
             assert all((groups[b] == g).sum() == 2 for g in np.unique(groups[b]))
-    random = LengthGroupedBatchSampler(groups, lengths, 64, pool_batches=1, seed=3)
+    random = LengthGroupedBatchSampler(lengths, 64, groups=groups, pool_batches=1, seed=3)
     assert _padding(sampler._batches, lengths) < 0.1 < 0.3 < _padding(random._batches, lengths)
-    again = LengthGroupedBatchSampler(groups, lengths, 64, pool_batches=16, seed=3)
+    again = LengthGroupedBatchSampler(lengths, 64, groups=groups, pool_batches=16, seed=3)
     again.set_epoch(1)
     assert again._batches == sampler._batches  # the same order after a resume
-    with pytest.raises(ValueError, match="length_grouping"):
-        LengthGroupedBatchSampler(groups, lengths, 64, pool_batches=0)
+    with pytest.raises(ValueError, match="group_by_length"):
+        LengthGroupedBatchSampler(lengths, 64, groups=groups, pool_batches=0)
     with pytest.raises(ValueError, match="lengths"):
-        LengthGroupedBatchSampler(groups, lengths[:10], 64)
+        LengthGroupedBatchSampler(lengths[:10], 64, groups=groups)

@@ -147,6 +147,7 @@ def _load_data(spec: str, data_dir: Optional[Path], test: bool):
 
 
 def main() -> None:  # pragma: no cover
+    """Run the command line."""
     app()
 
 

@@ -27,9 +27,9 @@ def _subset(spec: Optional[str], limit: Optional[int], data_dir: Optional[Path])
     """The dataset for `spec`, cut to its first `limit` rows."""
     if spec is None:
         return None
-    from ..data.instructions import load_dataset
+    from ..llm.data import load_instructions
 
-    data = load_dataset(spec, str(data_dir) if data_dir else None)
+    data = load_instructions(spec, str(data_dir) if data_dir else None)
     return data.select(range(min(limit, len(data)))) if limit else data
 
 
@@ -88,7 +88,8 @@ def generate(
 ) -> None:
     """Print the reply of a tuned adapter (or a plain model) to PROMPT."""
     from ..llm.inference import DefaultInferenceHandler
-    from ..llm.tuner import META_FILE, FineTuner
+    from ..llm.tuner import FineTuner
+    from ..models.lm import META_FILE
 
     handler = DefaultInferenceHandler(do_sample=sample, temperature=temperature, top_p=top_p)
     if (Path(model) / META_FILE).is_file():

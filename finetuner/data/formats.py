@@ -1,5 +1,5 @@
 """Turn what users hold into `LabeledData`: lists of tuples or dicts, numpy `(X, y)`, pandas
-DataFrames, `datasets.Dataset`, CSV and JSONL files.
+DataFrames, `datasets.Dataset`, CSV and JSONL files (read by `finetuner.data.readers`).
 
 The four labeled formats and how each row may look:
 
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .labeled import FORMATS, LabeledData
+from .readers import is_dataframe, is_hf_dataset, read_table
 
 ITEM_KEYS = ("item", "text", "image", "x", "input", "content", "sentence")
 LABEL_KEYS = ("label", "class", "y", "target")
@@ -78,37 +79,6 @@ def to_labeled(data: Any, format: str | None = None, name: str = "train_data") -
 def _is_xy(data) -> bool:
     return (isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape")
             and hasattr(data[1], "shape") and getattr(data[1], "ndim", 0) == 1)
-
-
-def is_dataframe(data) -> bool:
-    """Whether `data` is a pandas DataFrame (without importing pandas)."""
-    return type(data).__name__ == "DataFrame" and hasattr(data, "to_dict")
-
-
-def is_hf_dataset(data) -> bool:
-    """Whether `data` is a `datasets.Dataset` (without importing datasets)."""
-    return (type(data).__name__ == "Dataset" and hasattr(data, "to_pandas") and hasattr(data, "column_names")
-            and hasattr(data, "features"))
-
-
-def read_table(path: Path, name: str):
-    """A .csv, .tsv, .jsonl or .json file as a pandas DataFrame.
-
-    Raises:
-        ValueError: the file does not exist or has another suffix (the message names `name`).
-    """
-    import pandas as pd
-
-    if not path.is_file():
-        raise ValueError(f"{name}: file {str(path)!r} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    if suffix == ".tsv":
-        return pd.read_csv(path, sep="\t")
-    if suffix in (".jsonl", ".json"):
-        return pd.read_json(path, lines=suffix == ".jsonl")
-    raise ValueError(f"{name}: expected a .csv, .tsv, .jsonl or .json file, got {path.name!r}")
 
 
 def _is_missing(v) -> bool:

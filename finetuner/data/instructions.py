@@ -1,8 +1,8 @@
 """Instruction data for `FineTuner`: where it comes from and which format it is in.
 
-Accepted sources (`dataset_name`): a local JSON / JSONL / CSV / Parquet file, a
-`datasets.Dataset` (or a `DatasetDict`: its "train" split), a list of dicts, a pandas DataFrame,
-or a toy-data name: "lima", "selfinstruct" (held-out splits: "lima:test", "selfinstruct:test").
+Accepted sources: a local JSON / JSONL / CSV / Parquet file, a `datasets.Dataset` (or a
+`DatasetDict`: its "train" split), a list of dicts, a pandas DataFrame. (`FineTuner` also takes
+the toy-data names "lima" and "selfinstruct", which `finetuner.llm` resolves.)
 
 Formats (detected from the columns, in this order):
 
@@ -25,17 +25,16 @@ FORMATS = {
     "prompt_completion": ("prompt", "completion"),
     "text": ("text",),
 }
-TOYDATA = ("lima", "selfinstruct")
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
           "system": "system"}
 
 
-def load_dataset(source: Any, data_dir: str | os.PathLike | None = None, name: str = "dataset_name"):
+def load_dataset(source: Any, name: str = "dataset_name"):
     """A `datasets.Dataset` from any accepted source (see the module docstring).
 
     Raises:
-        ValueError: an unknown toy-data name, a missing file, an unsupported file type, or an
-            empty dataset (naming the argument `name`).
+        ValueError: a missing file, an unsupported file type, or an empty dataset (naming the
+            argument `name`).
         TypeError: an unsupported source type.
     """
     import datasets
@@ -51,31 +50,22 @@ def load_dataset(source: Any, data_dir: str | os.PathLike | None = None, name: s
     elif type(source).__name__ == "DataFrame":
         dataset = datasets.Dataset.from_pandas(source, preserve_index=False)
     elif isinstance(source, (str, os.PathLike)):
-        dataset = _from_path_or_name(str(source), data_dir, name)
+        dataset = _from_path(str(source), name)
     else:
-        raise TypeError(f"{name}: expected a file path, a toy-data name {list(TOYDATA)}, a datasets.Dataset, "
-                        f"a list of dicts or a DataFrame, got {type(source).__name__}")
+        raise TypeError(f"{name}: expected a file path, a datasets.Dataset, a list of dicts or a DataFrame, "
+                        f"got {type(source).__name__}")
     if len(dataset) == 0:
         raise ValueError(f"{name}: the dataset is empty")
     return dataset
 
 
-def _from_path_or_name(spec: str, data_dir, name: str):
+def _from_path(spec: str, name: str):
     import datasets
 
-    base, _, split = spec.partition(":")
-    toy = base.lower().replace("-", "").replace("_", "")
-    if toy in TOYDATA and not Path(spec).exists():
-        from ..toydata import instructions
-
-        if split not in ("", "train", "test"):
-            raise ValueError(f"{name}: toy-data split must be 'train' or 'test', got {spec!r}")
-        loader = {"lima": instructions.generate_lima, "selfinstruct": instructions.generate_selfinstruct}[toy]
-        return loader(is_testset=split == "test", data_dir=data_dir)
     path = Path(spec).expanduser()
     if not path.exists():
-        raise ValueError(f"{name}: {spec!r} is neither a file nor a toy-data name {list(TOYDATA)} "
-                         "(hub dataset names need the internet; pass a local JSON/JSONL/CSV file or a datasets.Dataset)")
+        raise ValueError(f"{name}: {spec!r} is not a file (hub dataset names need the internet; pass a local "
+                         "JSON/JSONL/CSV file or a datasets.Dataset)")
     kinds = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
     kind = kinds.get(path.suffix.lower())
     if kind is None:

@@ -23,6 +23,9 @@ So losses, miners and metrics never look at formats: they read this matrix.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 UNKNOWN = -1.0
@@ -71,3 +74,43 @@ def relation_matrix(labels_a: torch.Tensor, labels_b: torch.Tensor | None = None
     within = torch.where(a_is_ref, rb_.expand(-1, rb.shape[0]), ra_.expand(-1, rb.shape[0]))
     within = torch.where(a_is_ref | b_is_ref, within, torch.full_like(within, UNKNOWN))
     return torch.where(same, within, torch.zeros_like(within))
+
+
+# ---- duplicates are never negatives -------------------------------------------------------
+def duplicate_ids(inputs: Any) -> torch.Tensor | None:
+    """int64 [B]: equal values for identical inputs of a batch, or None when unknown.
+
+    A list of strings compares the strings; tokenizer outputs (a mapping with "input_ids") or an
+    int tensor [B, L] compare the token rows (texts identical after truncation are identical
+    to the model too); other inputs give None.
+    """
+    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+        index: dict[str, int] = {}
+        return torch.tensor([index.setdefault(t, len(index)) for t in inputs], dtype=torch.int64)
+    rows = inputs.get("input_ids") if isinstance(inputs, Mapping) or hasattr(inputs, "keys") else inputs
+    if isinstance(rows, torch.Tensor) and rows.dim() == 2 and not rows.is_floating_point():
+        return torch.unique(rows.detach().cpu(), dim=0, return_inverse=True)[1]
+    return None
+
+
+def mask_duplicates(relation: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Mark as UNKNOWN the negatives that are copies of the anchor or of one of its positives.
+
+    Args:
+        relation: float [B, B] from `relation_matrix` (1 positive, 0 negative, -1 unknown).
+        ids: int [B], equal for identical items (`duplicate_ids`).
+
+    Returns:
+        float [B, B]: `relation` where entry (a, j) == 0 becomes UNKNOWN when item j is identical
+        to a (j != a), or identical to an item k with relation(a, k) > 0. Without duplicates it
+        is `relation` itself.
+    """
+    ids = ids.to(relation.device)
+    same = ids[:, None] == ids[None, :]
+    b = relation.shape[0]
+    if int(same.sum()) == b:  # no duplicates: nothing to do
+        return relation
+    copy_of_positive = ((relation > 0).float() @ same.float()) > 0
+    copy_of_anchor = same & ~torch.eye(b, dtype=torch.bool, device=relation.device)
+    return torch.where((relation == 0) & (copy_of_positive | copy_of_anchor),
+                       torch.full_like(relation, UNKNOWN), relation)

@@ -1,4 +1,7 @@
-"""Batch samplers that keep related items together so every batch holds positives to mine."""
+"""Batch samplers: `GroupBatchSampler` keeps related items together so every batch holds
+positives to mine; `LengthGroupedBatchSampler` also puts items of similar length together, so
+padded batches waste little compute (every text recipe uses it: embedding pairs, classifier
+rows, LLM sequences)."""
 
 from __future__ import annotations
 
@@ -23,19 +26,23 @@ class GroupBatchSampler:
         shuffle: False keeps a fixed order (evaluation).
         seed: with `set_epoch`, makes each epoch's order reproducible (and equal on every process);
             call `set_epoch(e)` before epoch e, as with `DistributedSampler`.
+        contrastive: True (metric learning): a last batch of one chunk joins the previous batch
+            (it has nothing to contrast with) and batches hold at least 2 items; False (a
+            classifier's rows, an LLM's sequences): batches are simply packed.
 
     Raises:
-        ValueError: batch_size < 2 or chunk_size < 1.
+        ValueError: batch_size < 2 (1 when not contrastive) or chunk_size < 1.
     """
 
     def __init__(self, groups: np.ndarray, batch_size: int, chunk_size: int | None = None,
-                 shuffle: bool = True, seed: int = 0) -> None:
-        if batch_size < 2:
-            raise ValueError(f"batch_size: expected an int >= 2, got {batch_size}")
+                 shuffle: bool = True, seed: int = 0, contrastive: bool = True) -> None:
+        if batch_size < (2 if contrastive else 1):
+            raise ValueError(f"batch_size: expected an int >= {2 if contrastive else 1}, got {batch_size}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"num_items_per_class: expected an int >= 1, got {chunk_size}")
         self.groups = np.asarray(groups)
         self.batch_size, self.chunk_size, self.shuffle, self.seed = batch_size, chunk_size, shuffle, seed
+        self.contrastive = contrastive
         self.drop_last = False  # read by accelerate when it shards batches over processes
         self.epoch = 0
         self._batches = self._make_batches()
@@ -73,7 +80,7 @@ class GroupBatchSampler:
             n_chunks += 1
         if current:
             # a last batch of a single chunk has nothing to contrast with: fold it into the previous
-            if batches and n_chunks == 1:
+            if batches and n_chunks == 1 and self.contrastive:
                 batches[-1].extend(current)
             else:
                 batches.append(current)
@@ -85,3 +92,75 @@ class GroupBatchSampler:
 
     def __len__(self) -> int:
         return len(self._batches)
+
+
+class LengthGroupedBatchSampler(GroupBatchSampler):
+    """`GroupBatchSampler` whose batches hold chunks of similar length, so padding is small.
+
+    Each epoch: chunks (whole groups, `chunk_size` items of a class, or single items when there
+    are no groups) are shuffled, cut into pools of about `pool_batches` batches, sorted by length
+    inside a pool (a chunk's length is its longest item), packed into batches, and the batches
+    are shuffled. This is the "mega-batch" order of transformers' `LengthGroupedSampler`
+    (`get_length_grouped_indices`), applied to whole groups so pairs and sessions stay together
+    for in-batch mining. Without shuffling (evaluation) the whole set is sorted, longest first.
+
+    Args:
+        lengths: int array [N], the length of each item (tokens, or characters as a proxy).
+        batch_size: items per batch.
+        groups: int array [N], the group of each item; None: every item alone (classifier rows,
+            LLM sequences), and batches are packed without the contrastive rules.
+        chunk_size, shuffle, seed: as in `GroupBatchSampler`.
+        pool_batches: batches per sorted pool (>= 1); 1 gives random batches, a large value
+            sorts the whole epoch (least padding, most length-alike batches).
+
+    Raises:
+        ValueError: lengths and groups differ in length, or pool_batches < 1 (and see
+            `GroupBatchSampler`).
+    """
+
+    def __init__(self, lengths, batch_size: int, *, groups=None, chunk_size: int | None = None,
+                 pool_batches: int = 32, shuffle: bool = True, seed: int = 0) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        contrastive = groups is not None
+        groups = np.arange(len(self.lengths)) if groups is None else np.asarray(groups)
+        if len(self.lengths) != len(groups):
+            raise ValueError(f"lengths: expected one per item ({len(groups)}), got {len(self.lengths)}")
+        if isinstance(pool_batches, bool) or not isinstance(pool_batches, (int, np.integer)) or pool_batches < 1:
+            raise ValueError(f"group_by_length: expected an int >= 1 (batches per sorted pool), got {pool_batches!r}")
+        self.pool_batches = int(pool_batches)
+        super().__init__(groups, batch_size, chunk_size, shuffle, seed, contrastive)
+
+    def _make_batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        chunks = self._chunks(rng)
+        pool_size = self.pool_batches * self.batch_size if self.shuffle else len(self.groups)
+        batches: list[list[int]] = []
+        start = 0
+        while start < len(chunks):
+            stop, size = start, 0
+            while stop < len(chunks) and size < pool_size:
+                size += len(chunks[stop])
+                stop += 1
+            pool = chunks[start:stop]
+            pool.sort(key=lambda c: -int(self.lengths[c].max()))
+            batches += _pack(pool, self.batch_size)
+            start = stop
+        if self.contrastive and len(batches) > 1 and len({int(self.groups[i]) for i in batches[-1]}) == 1:
+            last = batches.pop()  # a lone group has nothing to contrast with
+            batches[-1].extend(last)
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+
+def _pack(chunks: list[np.ndarray], batch_size: int) -> list[list[int]]:
+    """Pack chunks in order into batches of at most `batch_size` items (a chunk is never split)."""
+    batches, current = [], []
+    for chunk in chunks:
+        if current and len(current) + len(chunk) > batch_size:
+            batches.append(current)
+            current = []
+        current.extend(chunk.tolist())
+    if current:
+        batches.append(current)
+    return batches

@@ -1,9 +1,9 @@
-"""Batches of token sequences with little padding: length-grouped batches, or packing several
-examples into one row without attention or loss crossing between them.
+"""Token sequences of language models: rows of examples, padded batches, and packing several
+examples into one row without attention or loss crossing between them; the constants the LLM
+parts share (the ignored label, the task types).
 
-- Length grouping: examples are sorted by length inside windows of `window` batches, cut into
-  batches, and the batches shuffled, so each batch holds similar lengths (the idea of
-  `group_by_length` in transformers, and of bucketing in seq2seq toolkits).
+- Length grouping (similar lengths in a batch, little padding): the one
+  `finetuner.data.samplers.LengthGroupedBatchSampler`, over `RowDataset.lengths`.
 - Packing (Krell et al. 2021, "Efficient Sequence Packing without Cross-contamination"): rows of
   at most `max_length` tokens are filled first-fit-decreasing; inside a row, `position_ids`
   restart at 0 for each example, from which transformers builds a block-diagonal causal mask
@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..llm.preprocess import IGNORE_INDEX
+IGNORE_INDEX = -100  # the label value torch's cross_entropy skips: no loss on that token
+CAUSAL, SEQ2SEQ = "CAUSAL_LM", "SEQ_2_SEQ_LM"  # the task types (peft's `TaskType` values)
 
 
 def pack_rows(lengths: list[int], max_length: int) -> list[list[int]]:
@@ -65,51 +66,6 @@ class RowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> list[tuple[list[int], list[int]]]:
         return [(self.input_ids[i], self.labels[i]) for i in self.rows[index]]
-
-
-class LengthGroupedBatchSampler:
-    """Batches of row indices with similar lengths, in an order that changes with the epoch.
-
-    Args:
-        lengths: token count of each row.
-        batch_size: rows per batch (>= 1).
-        shuffle: shuffle within windows and the batch order (training); False gives a fixed
-            order sorted by length (evaluation).
-        window: how many batches' worth of rows are sorted together (more: less padding, less
-            randomness).
-        seed: base seed; the epoch is added (see `set_epoch`), so resumed runs see the same order.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool = True, window: int = 64,
-                 seed: int = 0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected an int >= 1, got {batch_size}")
-        self.lengths, self.batch_size, self.shuffle = np.asarray(lengths), batch_size, shuffle
-        self.window, self.seed, self.epoch = window, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the order of `epoch` (seed + epoch) on the next iteration."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-    def __iter__(self):
-        n = len(self.lengths)
-        if not self.shuffle:
-            order = np.argsort(-self.lengths, kind="stable")
-            yield from (order[i:i + self.batch_size].tolist() for i in range(0, n, self.batch_size))
-            return
-        rng = np.random.default_rng(self.seed + self.epoch)
-        perm = rng.permutation(n)
-        span = self.window * self.batch_size
-        batches = []
-        for start in range(0, n, span):
-            chunk = perm[start:start + span]
-            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        for b in rng.permutation(len(batches)):
-            yield batches[b]
 
 
 class CausalCollator:

@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from ..console import note, progress
 
 
 class Callback:
@@ -32,14 +32,17 @@ class ProgressBar(Callback):
         self._progress = None
 
     def on_epoch_start(self, trainer) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
         if not trainer.accelerator.is_main_process:
             return
-        self._progress = Progress(
+        self._progress = progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
             transient=False,
         )
-        self._progress.start()
+        if self._progress is None:
+            return
         self._task = self._progress.add_task(
             "train", total=trainer.steps_per_epoch, epoch=trainer.state.epoch + 1, loss=float("nan"))
         self._sum, self._n = 0.0, 0
@@ -54,7 +57,7 @@ class ProgressBar(Callback):
             self._progress.stop()
             self._progress = None
             shown = {k: v for k, v in logs.items() if k not in ("epoch",) and isinstance(v, float)}
-            trainer.accelerator.print("  " + "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+            note("  " + "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
 
 
 def _is_better(value: float, best: float | None, mode: str, min_delta: float) -> bool:
@@ -97,7 +100,7 @@ class EarlyStopping(Callback):
             self._bad += 1
             if self._bad >= self.patience:
                 trainer.state.should_stop = True
-                trainer.accelerator.print(f"early stopping: {self.monitor} has not improved for {self.patience} epochs")
+                note(f"early stopping: {self.monitor} has not improved for {self.patience} epochs")
 
 
 class BestModelCheckpoint(Callback):
@@ -128,7 +131,7 @@ class BestModelCheckpoint(Callback):
     def on_fit_end(self, trainer) -> None:
         if self.restore_best and self._best_state is not None:
             trainer.model.load_state_dict(self._best_state)
-            trainer.accelerator.print(
+            note(
                 f"restored the best model (epoch {trainer.state.best_epoch}, {self.monitor}={trainer.state.best_metric:.4f})")
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -22,20 +20,23 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState, PartialState
 from accelerate.utils import set_seed
 
+from ..console import note
 from .callbacks import Callback
+from .checkpoint import Checkpoints, latest_checkpoint, load_checkpoint  # latest_checkpoint: also exported here
+from .precision import resolve_precision
 from .state import TrainState
 
-PRECISIONS = {"fp32": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}
-_CKPT = re.compile(r"^epoch-(\d+)$")
+PRECISIONS = {"fp32": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}  # ours -> accelerate's
 
 
 def make_accelerator(device: str = "auto", precision: str = "fp32", gradient_accumulation_steps: int = 1) -> Accelerator:
     """An `Accelerator` for `device` ("auto", "cpu", "cuda", "mps") and `precision`
-    ("fp32", "bf16", "fp16").
+    ("auto": see `finetuner.engine.precision.resolve_precision`, "fp32", "bf16", "fp16").
 
     Raises:
         ValueError: an unknown precision or device.
     """
+    precision = resolve_precision(precision, device) if precision == "auto" else precision
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {sorted(PRECISIONS)}, got {precision!r}")
     if device not in ("auto", "cpu", "cuda", "mps"):
@@ -54,18 +55,9 @@ def make_accelerator(device: str = "auto", precision: str = "fp32", gradient_acc
     )
 
 
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint folder under OUTPUT_DIR/checkpoints, or None."""
-    root = Path(output_dir) / "checkpoints"
-    if not root.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir()]
-    return max(found)[1] if found else None
-
-
 class Trainer:
     """Runs the loop: epochs of (forward, loss, backward, step), evaluation after each epoch,
-    callbacks, checkpoints every epoch, resume from the last one.
+    callbacks, checkpoints every epoch (`finetuner.engine.checkpoint`), resume from the last one.
 
     Args:
         model: a torch module.
@@ -80,7 +72,8 @@ class Trainer:
         output_dir: where checkpoints and logs go; None keeps nothing on disk.
         save_fn: `(model, path)` used by callbacks that save the model.
         max_grad_norm: clip gradients to this L2 norm (None: no clipping).
-        keep_checkpoints: how many epoch checkpoints to keep (the newest).
+        keep_checkpoints: how many epoch checkpoints to keep (the newest), unless a `Checkpoints`
+            callback is given (it then decides when checkpoints are written and how many are kept).
         sampler: the batch sampler, told the epoch (`set_epoch`) so order is reproducible on resume.
 
     Raises:
@@ -93,7 +86,11 @@ class Trainer:
                  max_grad_norm: float | None = None, keep_checkpoints: int = 2, sampler=None) -> None:
         self.accelerator = accelerator
         self.compute_loss, self.evaluate_fn = compute_loss, evaluate
-        self.epochs, self.callbacks = epochs, list(callbacks)
+        self.epochs = epochs
+        # checkpoints run after the other callbacks, so they hold what those logged
+        policy = [cb for cb in callbacks if isinstance(cb, Checkpoints)]
+        policy = policy or ([Checkpoints(keep=keep_checkpoints)] if output_dir else [])
+        self.callbacks = [cb for cb in callbacks if not isinstance(cb, Checkpoints)] + policy
         self.output_dir, self.save_fn = output_dir, save_fn
         self.max_grad_norm, self.keep_checkpoints, self.sampler = max_grad_norm, keep_checkpoints, sampler
         self.state = TrainState()
@@ -140,26 +137,8 @@ class Trainer:
 
     def resume_from(self, path: str | os.PathLike) -> None:
         """Load weights, optimizer, scheduler, RNG and `TrainState` from a checkpoint folder."""
-        self.accelerator.load_state(str(path))
-        self.accelerator.print(f"resumed from {path} (epoch {self.state.epoch} done)")
-
-    def _save_checkpoint(self) -> None:
-        root = Path(self.output_dir) / "checkpoints"
-        final = root / f"epoch-{self.state.epoch}"
-        tmp = root / f".tmp-epoch-{self.state.epoch}"
-        if self.accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(tmp), safe_serialization=True)
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            # rename last: a folder named epoch-N is always complete, even if we are killed mid-save
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            done = sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _CKPT.match(p.name)))
-            for _, old in done[: -self.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
+        load_checkpoint(self, path)
+        note(f"resumed from {path} (epoch {self.state.epoch} done)")
 
     # ---- the loop ----------------------------------------------------------------------
     def fit(self) -> TrainState:
@@ -203,8 +182,6 @@ class Trainer:
                 logs.update(self.evaluate_fn(self.model))
             self.state.history.append(logs)
             self._call("on_epoch_end", logs)
-            if self.output_dir:
-                self._save_checkpoint()
         self._call("on_fit_end")
         return self.state
 

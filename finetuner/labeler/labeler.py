@@ -10,8 +10,6 @@ only call its methods.
 from __future__ import annotations
 
 import copy
-import hashlib
-import inspect
 import os
 import re
 import threading
@@ -27,7 +25,9 @@ import torch
 from ..data.labeled import LabeledData
 from ..engine.predict import embed_batches
 from ..models.saving import load, save
+from ..recipes.run import recipe_arguments
 from .display import render_item
+from .items import as_items, fingerprint
 from .selection import (RelevanceCalibrator, check_strategy, neighbours, pick_diverse,
                         uncertainty_scores)
 from .sessions import session_data, session_map
@@ -38,45 +38,6 @@ MAX_MARKS = 100
 PENDING_TTL_S = 600.0  # a query handed to a page is not handed out again for this long
 # fit arguments the labeler owns itself (its output folder, its own resume from the store)
 RESERVED = ("output_dir", "resume")
-
-
-def as_items(data: Any, name: str = "data") -> Any:
-    """The items of unlabelled (or labelled, labels ignored) data: a numpy array [N, ...] or a list.
-
-    Args:
-        data: a numpy array / torch tensor [N, ...], a `LabeledData`, or a sequence of items
-            (strings, dicts, arrays).
-
-    Raises:
-        TypeError: `data` is none of these; ValueError: fewer than 3 items.
-    """
-    if isinstance(data, LabeledData):
-        items = data.items
-    elif isinstance(data, torch.Tensor):
-        items = data.detach().cpu().numpy()
-    elif isinstance(data, np.ndarray):
-        items = data
-    elif isinstance(data, (str, bytes, dict)) or not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
-        raise TypeError(f"{name}: expected a numpy array, a tensor, a LabeledData or a list of items, "
-                        f"got {type(data).__name__}")
-    else:
-        items = list(data)
-    if isinstance(items, np.ndarray) and items.dtype.kind == "f":
-        items = items.astype(np.float32, copy=False)
-    if len(items) < 3:
-        raise ValueError(f"{name}: expected at least 3 items (a query and two results), got {len(items)}")
-    return items
-
-
-def fingerprint(items: Any) -> str:
-    """A short hash of the data (its length and up to 64 evenly spaced items), so a label store
-    is never reused with other data, where its item positions would mean other items."""
-    n = len(items)
-    h = hashlib.sha256(str(n).encode())
-    for i in np.linspace(0, n - 1, num=min(n, 64)).astype(int):
-        x = items[i]
-        h.update(np.ascontiguousarray(x).tobytes() if isinstance(x, np.ndarray) else repr(x).encode())
-    return h.hexdigest()[:16]
 
 
 class Labeler:
@@ -162,12 +123,10 @@ class Labeler:
         if reserved:
             raise ValueError(f"{reserved[0]}: the labeler keeps its own output folder and continues from its "
                              f"label store; pass output_dir to the labeler instead and drop {reserved}")
-        params = inspect.signature(self.recipe).parameters
-        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            unknown = sorted(set(self.train_kwargs) - set(params) - {"model", "train_data", "eval_data"})
-            if unknown:
-                raise TypeError(f"train_kwargs: unknown argument(s) {unknown}; known: "
-                                f"{sorted(set(params) - {'model', 'train_data', 'eval_data', *RESERVED})}")
+        known = recipe_arguments(self.recipe)
+        unknown = sorted(set(self.train_kwargs) - known)
+        if unknown:
+            raise TypeError(f"train_kwargs: unknown argument(s) {unknown}; known: {sorted(known - set(RESERVED))}")
 
     def _distance(self) -> str:
         loss = self.train_kwargs.get("loss")

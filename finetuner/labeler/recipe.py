@@ -6,7 +6,9 @@ import inspect
 import os
 from typing import Any, Callable
 
+from ..config import TrainArgs
 from ..recipes.result import FitResult
+from ..recipes.run import recipe_arguments
 from .labeler import RESERVED, Labeler
 from .server import LabelerServer
 
@@ -42,6 +44,9 @@ def interactive_recipe(base: Callable) -> Callable:
     """
     base_params = [p for name, p in inspect.signature(base).parameters.items()
                    if p.kind == p.KEYWORD_ONLY and name not in RESERVED]
+    given = {p.name for p in base_params}
+    base_params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(TrainArgs(), name))
+                    for name in sorted(recipe_arguments(base) - given - set(RESERVED))]
 
     def fit_interactive(model: Any, train_data: Any, eval_data: Any = None, **kwargs: Any) -> FitResult:
         """Label `train_data` in a local web page while `model` is tuned in the background.

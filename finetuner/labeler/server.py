@@ -13,6 +13,7 @@ import warnings
 import webbrowser
 from pathlib import Path
 
+from ..console import note
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
 from .worker import TuningWorker
 
@@ -138,8 +139,8 @@ class LabelerServer:
         self.start()
         link_file = self.write_link()
         shown = self.url if sys.stdout.isatty() else f"the link in {link_file}"
-        print(f"finetuner labeler at {self.base_url}/ : open {shown}\n  labels are saved to "
-              f"{self.labeler.store.path}; press Ctrl-C or 'Finish' on the page to end", flush=True)
+        note(f"finetuner labeler at {self.base_url}/ : open {shown}\n  labels are saved to "
+             f"{self.labeler.store.path}; press Ctrl-C or 'Finish' on the page to end")
         if open_browser:
             try:
                 webbrowser.open(self.url)

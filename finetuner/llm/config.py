@@ -1,21 +1,25 @@
 """The trainer configuration of `FineTuner`: familiar `transformers.TrainingArguments` names,
 run by finetuner's own engine (`finetuner.engine.Trainer`, on accelerate).
 
-Pluggable: subclass `TrainerConfig` and override `build_optimizer`, `build_scheduler` or
-`callbacks` to change how training is set up; the loop itself stays the engine's.
+`TrainerConfig.to_train_args` is the one place these names map onto the `finetuner.config.
+TrainArgs` every recipe takes. Pluggable: subclass `TrainerConfig` and override
+`build_optimizer`, `build_scheduler` or `callbacks` to change how training is set up; the loop
+itself stays the engine's.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
+from ..config import PRECISIONS, TrainArgs
+from ..engine.checkpoint import Checkpoints
 from ..engine.optim import SCHEDULERS, build_optimizer, build_scheduler
-from ..models.lm import bf16_supported
+from ..engine.precision import resolve_precision
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SAVE_STRATEGIES = ("epoch", "steps", "no")
 
 
@@ -36,16 +40,18 @@ class TrainerConfig:
         warmup_ratio: share of steps with linear warm-up, in [0, 1).
         max_grad_norm: clip the gradient's global L2 norm to this; None disables clipping.
         optim: "adamw", "adam", "sgd" or "rmsprop".
-        precision: "auto" (bf16 autocast where the device has bf16 matmuls, else fp32), "fp32",
+        precision: "auto" (bf16 autocast where the device has native bf16 matmuls, fp16 on a CUDA
+            GPU without them, else fp32: `finetuner.engine.precision.resolve_precision`), "fp32",
             "bf16" or "fp16" (CUDA).
         packing: pack several examples into each row of `max_length` tokens (no attention or
             loss across them); otherwise one example per row.
         group_by_length: batch examples of similar length together (less padding).
-        save_strategy: "epoch" (a checkpoint after each epoch), "steps" (every `save_steps`
-            optimizer steps, plus the last) or "no".
+        save_strategy: "epoch" (a checkpoint after each epoch, OUTPUT_DIR/checkpoints/epoch-N),
+            "steps" (every `save_steps` optimizer steps, step-N, plus the last) or "no".
         save_steps: checkpoint interval in optimizer steps; setting it implies "steps" checkpoints
             in addition to the epoch ones.
-        save_total_limit: keep only the newest N checkpoints (None keeps all).
+        save_total_limit: keep only the newest N checkpoints (None keeps all); the newest
+            end-of-epoch one is always kept, so the run stays resumable.
         eval_strategy: "epoch" (held-out loss after each epoch when eval data is given) or "no".
         report_to: loggers besides the progress bar: any of "csv", "tensorboard".
         seed: seed of LoRA initialisation, data order and dropout.
@@ -119,21 +125,55 @@ class TrainerConfig:
         return self
 
     def resolved_precision(self, device: str) -> str:
-        """The precision to train in on `device`: "auto" becomes "bf16" where bf16 matmuls are
-        fast, "fp16" on CUDA without bf16, else "fp32"."""
-        if self.precision != "auto":
-            return self.precision
-        if bf16_supported(device):
-            return "bf16"
-        return "fp16" if device.startswith("cuda") else "fp32"
+        """The precision to train in on `device` (`finetuner.engine.precision.resolve_precision`):
+        "auto" becomes "bf16" where bf16 matmuls are native, "fp16" on CUDA without them, else "fp32"."""
+        return resolve_precision(self.precision, device)
+
+    def checkpoints(self) -> Checkpoints:
+        """The engine's checkpoint policy for `save_strategy`, `save_steps`, `save_total_limit`."""
+        if self.save_strategy == "no":
+            return Checkpoints(every_epoch=False)
+        return Checkpoints(every_epoch=self.save_strategy == "epoch", save_steps=self.save_steps,
+                           keep=self.save_total_limit)
+
+    def to_train_args(self, *, device: str = "auto", epochs: int | None = None,
+                      output_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike | None = False,
+                      callbacks: Sequence = ()) -> TrainArgs:
+        """These settings under the names every recipe uses (`finetuner.config.TrainArgs`): the
+        one place the Hugging Face names map onto them.
+
+        Args:
+            device: where training runs ("cuda:N" runs on "cuda").
+            epochs / output_dir: override `num_train_epochs` / `output_dir`.
+            resume: True (the newest end-of-epoch checkpoint in output_dir), a checkpoint folder,
+                or False / None.
+            callbacks: extra engine callbacks, after `callbacks()` and the checkpoint policy.
+        """
+        # explicit, also when 0: torch's AdamW would otherwise decay by its own default, 0.01
+        decay = {"weight_decay": self.weight_decay} if self.optim in ("adamw", "adam", "sgd") else None
+        return TrainArgs(
+            epochs=epochs if epochs is not None else self.num_train_epochs,
+            batch_size=self.per_device_train_batch_size, learning_rate=self.learning_rate, optimizer=self.optim,
+            optimizer_kwargs=decay, weight_decay=self.weight_decay, scheduler=self.lr_scheduler_type,
+            warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm,
+            gradient_accumulation_steps=self.gradient_accumulation_steps, device=str(device).split(":")[0],
+            precision=self.precision, seed=self.seed, callbacks=(self.checkpoints(), *self.callbacks(), *callbacks),
+            output_dir=output_dir if output_dir is not None else self.output_dir, resume=resume or False,
+            eval_batch_size=self.per_device_eval_batch_size, verbose=self.verbose, report=False)
+
+    def overrides(self, method: str) -> bool:
+        """Whether this config's class overrides `method` ("build_optimizer", "build_scheduler")."""
+        return getattr(type(self), method) is not getattr(TrainerConfig, method)
 
     def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """The optimizer over the trainable (LoRA) parameters."""
+        """The optimizer over the trainable (LoRA) parameters (used when a subclass overrides it;
+        by default the recipe builds the same one from `to_train_args()`)."""
         kwargs = {"weight_decay": self.weight_decay} if self.optim in ("adamw", "adam", "sgd") else {}
         return build_optimizer(self.optim, model, self.learning_rate, kwargs)
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int):
-        """The per-step learning-rate schedule over `total_steps` optimizer steps."""
+        """The per-step learning-rate schedule over `total_steps` optimizer steps (used when a
+        subclass overrides it; by default the recipe builds the same one from `to_train_args()`)."""
         return build_scheduler(self.lr_scheduler_type, optimizer, total_steps, self.warmup_ratio)
 
     def callbacks(self) -> list:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.instructions import detect_format, to_messages
-from ..models.lm import CAUSAL
+from ..data.sequences import CAUSAL, IGNORE_INDEX
 from .templates import adds_special_tokens, render_conversation, render_prompt, resolve_template
 
-IGNORE_INDEX = -100  # the label value torch's cross_entropy skips
+__all__ = ["IGNORE_INDEX", "DefaultPreprocessor", "Preprocessor"]  # IGNORE_INDEX: -100, no loss on that token
 
 
 class Preprocessor:

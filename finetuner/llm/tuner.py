@@ -1,29 +1,38 @@
 """`FineTuner`: LoRA / QLoRA fine-tuning of a causal or sequence-to-sequence language model on
-instruction data, with one class: construct, `preprocess_data()`, `train()`, `generate()`."""
+instruction data, with one class: construct, `preprocess_data()`, `train()`, `generate()`.
+
+The facade of the seed document: it checks the arguments, loads the model (`finetuner.models.lm`)
+and adds LoRA (`finetuner.models.lora`), tokenizes with its preprocessor, trains with the llm
+recipe (`finetuner.recipes.llm`), generates with its inference handler, and saves / loads the
+adapter folder.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from ..recipes.result import FitResult
+from ..data.instructions import detect_format
+from ..engine.precision import resolve_precision
+from ..io import atomic_files
 from ..models import lm as models
+from ..models import lora
+from ..models.lm import META_FILE, read_meta
+from ..recipes.llm import evaluate_lm, fit_llm
+from ..recipes.result import FitResult
 from .config import TrainerConfig
-from ..data.instructions import detect_format, load_dataset
+from .data import load_instructions
 from .inference import DefaultInferenceHandler, InferenceHandler
 from .preprocess import DefaultPreprocessor, Preprocessor
 from .templates import resolve_template
 
-META_FILE = "finetuner_llm.json"
 FORMAT_VERSION = 1
-LORA_BIASES = ("none", "all", "lora_only")
 
 
 def _instance(value: Any, default_cls: type, name: str, method: str):
@@ -59,9 +68,10 @@ class FineTuner:
     W' = W + (lora_alpha / lora_r) * B A, with A (lora_r x d_in), B (d_out x lora_r), B = 0 at
     the start (so the tuned model starts exactly as the pretrained one).
 
-    Training runs through finetuner's engine (accelerate): bf16 autocast where the CPU/GPU has
-    bf16 matmuls, length-grouped batches (or packing), loss only on the response tokens, logits
-    only where a label is. Everything is validated in the constructor, before any long work.
+    Training is the llm recipe (`finetuner.recipes.llm.fit_llm`) on finetuner's engine
+    (accelerate): bf16 autocast where the CPU/GPU has native bf16 matmuls, length-grouped batches
+    (or packing), loss only on the response tokens, logits only where a label is, checkpoints of
+    the adapter. Everything is validated in the constructor, before any long work.
 
     Args:
         model_id: a local model folder, a `.gguf` file (or a folder holding one), an alias of a
@@ -73,7 +83,7 @@ class FineTuner:
             a list of dicts, a DataFrame, or a toy-data name ("lima", "selfinstruct"). Formats:
             chat `messages`, alpaca (`instruction`, `input`, `output`, `history`),
             `prompt`/`completion`, or `text` (see `finetuner.data.instructions`). None: no training data
-            (generation only).
+            (generation only). Toy-data names are resolved by `finetuner.llm.data`.
         lora_r: rank of the LoRA update (int >= 1).
         lora_alpha: LoRA scaling numerator: the update is scaled by lora_alpha / lora_r (> 0).
         lora_target_modules: names of the linear layers to adapt; None picks the architecture's
@@ -127,8 +137,8 @@ class FineTuner:
             raise ValueError(f"lora_r: expected an int >= 1, got {lora_r!r}")
         if isinstance(lora_alpha, bool) or not isinstance(lora_alpha, (int, float)) or lora_alpha <= 0:
             raise ValueError(f"lora_alpha: expected a number > 0, got {lora_alpha!r}")
-        if lora_bias not in LORA_BIASES:
-            raise ValueError(f"lora_bias: expected one of {LORA_BIASES}, got {lora_bias!r}")
+        if lora_bias not in lora.LORA_BIASES:
+            raise ValueError(f"lora_bias: expected one of {lora.LORA_BIASES}, got {lora_bias!r}")
         if not isinstance(lora_dropout, (int, float)) or not 0 <= lora_dropout < 1:
             raise ValueError(f"lora_dropout: expected a number in [0, 1), got {lora_dropout!r}")
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
@@ -153,8 +163,9 @@ class FineTuner:
         if limit is not None and max_length > limit:
             raise ValueError(f"max_length: {max_length} exceeds the model's context of {limit} tokens "
                              f"({self.resolved.config.model_type}); pass max_length <= {limit}")
-        self.dataset = load_dataset(dataset_name, data_dir) if dataset_name is not None else None
-        self.eval_dataset = load_dataset(eval_dataset, data_dir, "eval_dataset") if eval_dataset is not None else None
+        self.dataset = load_instructions(dataset_name, data_dir) if dataset_name is not None else None
+        self.eval_dataset = (load_instructions(eval_dataset, data_dir, "eval_dataset") if eval_dataset is not None
+                             else None)
         for name, ds in (("dataset_name", self.dataset), ("eval_dataset", self.eval_dataset)):
             if ds is not None:
                 detect_format(ds.column_names, name)
@@ -165,30 +176,16 @@ class FineTuner:
         base = models.load_model(self.resolved, self.task_type, self.tokenizer, self.bnb_config, self.device)
         if modules_to_save is None and self.resolved.warm_start:
             modules_to_save = ["crossattention", "transform"]  # freshly initialised by the warm start
-        self.model = self._with_lora(base, adapter_path, lora_r, lora_alpha, lora_target_modules, lora_bias,
-                                     lora_dropout, modules_to_save)
+        self.model = lora.add_lora(base, self.resolved.config, r=lora_r, alpha=lora_alpha, targets=lora_target_modules,
+                                   bias=lora_bias, dropout=lora_dropout, task_type=self.task_type,
+                                   modules_to_save=modules_to_save, quantized=self.bnb_config is not None,
+                                   adapter_path=adapter_path, seed=seed)
+        self.lora_config = self.model.peft_config["default"]
         self.output_dir: str | None = None
         if self._auto_template:
             self.inference_handler.template = self._default_template()
 
     # ---- construction helpers ----------------------------------------------------------------
-    def _with_lora(self, base, adapter_path, r, alpha, targets, bias, dropout, modules_to_save):
-        from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-
-        if self.bnb_config is not None:
-            # fp32 norms / head and input grads for a frozen k-bit base (Dettmers et al. 2023);
-            # no gradient checkpointing: a small model fits, and recomputation costs a forward
-            base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
-        if adapter_path is not None:
-            return PeftModel.from_pretrained(base, str(adapter_path), is_trainable=True)
-        targets = (models.default_target_modules(base, self.resolved.config) if targets is None
-                   else models.check_target_modules(base, targets))
-        self.lora_config = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=dropout,
-                                      bias=bias, task_type=self.task_type,
-                                      modules_to_save=list(modules_to_save) if modules_to_save else None)
-        torch.manual_seed(self.seed)
-        return get_peft_model(base, self.lora_config)
-
     def _default_template(self) -> str:
         if self.task_type != models.CAUSAL:
             return "plain"
@@ -226,7 +223,7 @@ class FineTuner:
                 self._tokenized_eval = copy.copy(self.preprocessor)(self.eval_dataset, self.tokenizer,
                                                                      self.max_length, self.task_type)
             return self._tokenized_eval
-        return copy.copy(self.preprocessor)(load_dataset(dataset, self.data_dir, "dataset"), self.tokenizer,
+        return copy.copy(self.preprocessor)(load_instructions(dataset, self.data_dir, "dataset"), self.tokenizer,
                                             self.max_length, self.task_type)
 
     def evaluate(self, dataset: Any = None) -> dict:
@@ -242,14 +239,12 @@ class FineTuner:
         Raises:
             ValueError: no dataset given and no `eval_dataset`.
         """
-        from ..recipes.llm import evaluate_lm
-
         tokens = self._eval_tokens(dataset)
         if tokens is None:
             raise ValueError("dataset: no evaluation data; pass one or set eval_dataset= in FineTuner")
-        return evaluate_lm(self.model, tokens, self.tokenizer, self.task_type,
-                           batch_size=self.trainer_config.per_device_eval_batch_size, device=self.device,
-                           precision=self.trainer_config.resolved_precision(self.device))
+        cfg = self.trainer_config
+        return evaluate_lm(self.model, tokens, self.tokenizer, self.task_type, batch_size=cfg.per_device_eval_batch_size,
+                           device=self.device, precision=resolve_precision(cfg.precision, self.device))
 
     def train(self, output_dir: str | os.PathLike | None = None, num_train_epochs: int | None = None, *,
               resume_from_checkpoint: bool | str | None = None, callbacks: Sequence = ()) -> FitResult:
@@ -269,10 +264,9 @@ class FineTuner:
         Raises:
             ValueError: no output_dir anywhere, a bad epoch count, no training data, packing for a
                 model whose attention cannot keep packed examples apart.
+            FileNotFoundError: `resume_from_checkpoint=True` and no end-of-epoch checkpoint.
             FloatingPointError: the loss became NaN or infinite.
         """
-        from ..recipes.llm import evaluate_lm, train_lm
-
         cfg = self.trainer_config
         output_dir = output_dir or cfg.output_dir
         if not output_dir:
@@ -281,42 +275,28 @@ class FineTuner:
         epochs = num_train_epochs if num_train_epochs is not None else cfg.num_train_epochs
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"num_train_epochs: expected an int >= 1, got {epochs!r}")
-        if cfg.packing:
-            self._check_packing()
+        args = cfg.to_train_args(device=self.device, epochs=epochs, output_dir=str(output_dir),
+                                 resume=resume_from_checkpoint, callbacks=callbacks)
         tokenized = self.tokenized_dataset if self.tokenized_dataset is not None else self.preprocess_data()
-        eval_tokens = self._eval_tokens()
-        precision = cfg.resolved_precision(self.device)
-
-        def held_out() -> dict:
-            return evaluate_lm(self.model, eval_tokens, self.tokenizer, self.task_type,
-                               batch_size=cfg.per_device_eval_batch_size, device=self.device, precision=precision)
-
-        before = held_out() if eval_tokens is not None else {}
-        self.model, state = train_lm(self.model, self.tokenizer, tokenized, task_type=self.task_type, config=cfg,
-                                     epochs=epochs, device=self.device, max_length=self.max_length,
-                                     output_dir=str(output_dir), eval_tokenized=eval_tokens,
-                                     resume_from_checkpoint=resume_from_checkpoint, callbacks=callbacks)
-        last = state.history[-1] if state.history else {}
-        if eval_tokens is None:
-            after = {}
-        elif all(k in last for k in ("eval_loss", "perplexity", "eval_tokens")):
-            # the engine evaluated the final model at the end of the last epoch: the same pass
-            after = {k: last[k] for k in ("eval_loss", "perplexity", "eval_tokens")}
-        else:
-            after = held_out()
+        peft_config = self.model.peft_config["default"]
         settings = {"model_id": self.model_id, "task_type": self.task_type, "quantize": self._quant_name(),
-                    "max_length": self.max_length, "epochs": epochs, "precision": precision,
-                    "lora_r": self.model.peft_config["default"].r, "lora_alpha": self.model.peft_config["default"].lora_alpha,
-                    "target_modules": sorted(self.model.peft_config["default"].target_modules),
-                    **{k: v for k, v in vars(cfg).items() if k in ("per_device_train_batch_size", "learning_rate",
-                                                                   "packing", "gradient_accumulation_steps")},
+                    "max_length": self.max_length, "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha,
+                    "target_modules": sorted(peft_config.target_modules),
+                    **{k: getattr(cfg, k) for k in ("per_device_train_batch_size", "learning_rate", "packing",
+                                                    "gradient_accumulation_steps")},
                     "preprocess": dict(self.preprocessor.stats)}
-        result = FitResult(model=self.model, history=state.history, metrics_before=before, metrics_after=after,
-                           output_dir=str(output_dir), settings=settings)
-        self.save(output_dir)
-        _write_json(Path(output_dir) / "metrics.json", result.to_dict())
-        if cfg.verbose:
-            _print_summary(result)
+
+        def save(model: torch.nn.Module, folder: Path) -> None:
+            self.model = model
+            self.save(folder)
+
+        result = fit_llm(self.model, self.tokenizer, tokenized, self._eval_tokens(), args=args,
+                         task_type=self.task_type, max_length=self.max_length, packing=cfg.packing,
+                         group_by_length=cfg.group_by_length, eval_each_epoch=cfg.eval_strategy == "epoch",
+                         loggers=tuple(cfg.report_to or ()), save=save, settings=settings,
+                         build_optimizer=cfg.build_optimizer if cfg.overrides("build_optimizer") else None,
+                         build_scheduler=cfg.build_scheduler if cfg.overrides("build_scheduler") else None)
+        self.model = result.model
         return result
 
     def generate(self, prompt_text: str, max_length: int | None = None) -> str:
@@ -347,30 +327,20 @@ class FineTuner:
         """Save the adapter (LoRA weights and modules trained in full, not the frozen base), the
         tokenizer and `finetuner_llm.json` (how to rebuild the base) into `output_dir`.
 
-        Each file is written to a temporary folder and moved in place with `os.replace`;
-        `finetuner_llm.json` is moved last, so a folder that has it is complete. Other files in
-        `output_dir` (checkpoints, logs) are kept.
+        The files are written to a temporary folder and moved in place (`finetuner.io.atomic_files`);
+        `finetuner_llm.json` is removed first and moved last, so a folder that has it is complete.
+        Other files in `output_dir` (checkpoints, logs, metrics) are kept.
         """
         output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".save-", dir=output_dir))
-        try:
+        meta = {"format_version": FORMAT_VERSION, "kind": "llm-adapter", "model_id": self.model_id,
+                "base_model": self.resolved.path, "warm_start": self.resolved.warm_start,
+                "task_type": self.task_type, "quantize": self._quant_name(),
+                "quantization_config": self.bnb_config.to_dict() if self.bnb_config is not None else None,
+                "max_length": self.max_length, "template": self.inference_handler.template}
+        with atomic_files(output_dir, last=(META_FILE,)) as tmp:
             self.model.save_pretrained(str(tmp))
             self.tokenizer.save_pretrained(str(tmp))
-            meta = {"format_version": FORMAT_VERSION, "kind": "llm-adapter", "model_id": self.model_id,
-                    "base_model": self.resolved.path, "warm_start": self.resolved.warm_start,
-                    "task_type": self.task_type, "quantize": self._quant_name(),
-                    "quantization_config": self.bnb_config.to_dict() if self.bnb_config is not None else None,
-                    "max_length": self.max_length, "template": self.inference_handler.template}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-            names = sorted(p.name for p in tmp.iterdir() if p.name != META_FILE) + [META_FILE]
-            for name in names:
-                target = output_dir / name
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)
-                os.replace(tmp / name, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         self.output_dir = str(output_dir)
         return output_dir
 
@@ -392,7 +362,7 @@ class FineTuner:
         base = meta["base_model"] if Path(meta["base_model"]).exists() else meta["model_id"]
         qconfig = None
         if quantize is None and meta.get("quantization_config"):
-            qconfig = _bnb_from_dict(meta["quantization_config"])
+            qconfig = models.bnb_from_dict(meta["quantization_config"])
         tuner = cls(base, device=device, lora_task_type=meta["task_type"], max_length=meta["max_length"],
                     quantize=bool(qconfig) if quantize is None else quantize, quantization_config=qconfig,
                     adapter_path=path, **kwargs)
@@ -407,79 +377,10 @@ class FineTuner:
 
         The adapter is saved first to a temporary folder if this tuner has not been saved.
         """
-        from ..models.lora import merge
-
         if self.output_dir and (Path(self.output_dir) / META_FILE).is_file():
             self.save(self.output_dir)
-            return merge(self.output_dir, output_dir, dtype=dtype)
+            return lora.merge(self.output_dir, output_dir, dtype=dtype)
         with tempfile.TemporaryDirectory() as tmp:
             self.save(tmp)
             self.output_dir = None
-            return merge(tmp, output_dir, dtype=dtype)
-
-    def _check_packing(self) -> None:
-        """Packing relies on the model separating examples by restarting position_ids: verify it
-        on two short random sequences (packed logits must equal separate ones)."""
-        if self.task_type != models.CAUSAL:
-            raise ValueError("trainer_config.packing: packing applies to causal LMs only; set packing=False")
-        g = torch.Generator().manual_seed(0)
-        vocab = int(self.resolved.config.vocab_size if hasattr(self.resolved.config, "vocab_size") else 1000)
-        a = torch.randint(10, min(vocab, 1000), (1, 6), generator=g)
-        b = torch.randint(10, min(vocab, 1000), (1, 5), generator=g)
-        model = self.model
-        with torch.no_grad():
-            sep = model(input_ids=b.to(self.device), use_cache=False).logits[0]
-            ids = torch.cat([a, b], 1).to(self.device)
-            pos = torch.cat([torch.arange(6), torch.arange(5)])[None].to(self.device)
-            packed = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0, 6:]
-        if not torch.allclose(sep.float(), packed.float(), atol=1e-2, rtol=1e-2):
-            raise ValueError(f"trainer_config.packing: {type(model.get_base_model()).__name__} lets packed examples attend "
-                             "to each other (it ignores restarting position_ids); set packing=False")
-
-
-def read_meta(path: str | os.PathLike) -> dict:
-    """The `finetuner_llm.json` of a saved tuner folder.
-
-    Raises:
-        FileNotFoundError: the folder has none (not written by `FineTuner.train` / `save`).
-    """
-    meta_file = Path(path) / META_FILE
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"path: {str(path)!r} is not a folder saved by FineTuner (no {META_FILE})")
-    return json.loads(meta_file.read_text())
-
-
-def _bnb_from_dict(config: dict):
-    from transformers import BitsAndBytesConfig
-
-    wanted = {"load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
-              "bnb_4bit_compute_dtype", "llm_int8_threshold"}
-    kwargs = {k: v for k, v in config.items() if k in wanted}
-    if isinstance(kwargs.get("bnb_4bit_compute_dtype"), str):
-        kwargs["bnb_4bit_compute_dtype"] = getattr(torch, kwargs["bnb_4bit_compute_dtype"].replace("torch.", ""))
-    return BitsAndBytesConfig(**kwargs)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
-
-
-def _print_summary(result: FitResult) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if result.history:
-        last = result.history[-1]
-        console.print(f"trained {len(result.history)} epoch(s): train_loss {last['train_loss']:.4f}, "
-                      f"{last.get('train_tokens_per_s', float('nan')):.0f} tokens/s")
-    if result.metrics_before:
-        table = Table(title="held-out response tokens")
-        for col in ("metric", "before", "after", "change"):
-            table.add_column(col, justify="left" if col == "metric" else "right")
-        for key in ("eval_loss", "perplexity"):
-            b, a = result.metrics_before[key], result.metrics_after[key]
-            table.add_row(key, f"{b:.4f}", f"{a:.4f}", f"{a - b:+.4f}")
-        console.print(table)
+            return lora.merge(tmp, output_dir, dtype=dtype)

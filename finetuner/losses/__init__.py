@@ -6,7 +6,8 @@ from typing import Callable
 
 from .base import MetricLoss
 from .cosent import CoSENTLoss
-from .distances import DISTANCES, paired_distance, pairwise_distance
+from .distances import (DISTANCES, CosineDistance, Distance, EuclideanDistance, SquaredEuclideanDistance, get_distance,
+                        paired_distance, pairwise_distance)
 from .infonce import InfoNCELoss
 from .miners import AllMiner, EasyHardMiner, EasyMiner, HardMiner, SemiHardMiner, get_miner
 from .siamese import SiameseLoss
@@ -43,7 +44,8 @@ def get_loss(loss, **kwargs) -> Callable:
 
 
 __all__ = [
-    "AllMiner", "CoSENTLoss", "DISTANCES", "EasyHardMiner", "EasyMiner", "HardMiner", "InfoNCELoss", "LOSSES",
+    "AllMiner", "CoSENTLoss", "CosineDistance", "DISTANCES", "Distance", "EuclideanDistance", "SquaredEuclideanDistance",
+    "get_distance", "EasyHardMiner", "EasyMiner", "HardMiner", "InfoNCELoss", "LOSSES",
     "MetricLoss", "SemiHardMiner", "SiameseLoss", "TripletLoss", "get_loss", "get_miner",
     "paired_distance", "pairwise_distance",
 ]

@@ -6,7 +6,6 @@ import torch
 
 from ..data.relation import UNKNOWN, relation_matrix, split_labels
 from .base import MetricLoss
-from .distances import pairwise_distance
 
 
 class CoSENTLoss(MetricLoss):
@@ -17,7 +16,7 @@ class CoSENTLoss(MetricLoss):
     (Su, 2022, "CoSENT: a more efficient sentence vector scheme than Sentence-BERT";
     sentence-transformers' `CoSENTLoss`). Only the order of the scores matters, not their
     values, which is what Spearman correlation rewards. sim = 1 - distance ("cosine": the
-    cosine similarity), or -distance for the euclidean distances.
+    cosine similarity), or -distance for the euclidean distances (`Distance.similarity`).
 
     Scored pairs are the items of one group whose relation (see `finetuner.data.relation`) is
     known: a pair's two sentences (pair format, score = relevance of the second), a query with
@@ -42,33 +41,35 @@ class CoSENTLoss(MetricLoss):
             raise ValueError(f"scale: expected a positive number, got {scale}")
         self.scale = float(scale)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if embeddings.dim() != 2:
-            raise ValueError(f"embeddings: expected a 2-D tensor [batch, dim] from the model, got shape "
-                             f"{tuple(embeddings.shape)}")
-        if labels.shape[0] != embeddings.shape[0]:
-            raise ValueError(f"the model returned {embeddings.shape[0]} embeddings for a batch of "
-                             f"{labels.shape[0]} items: it must return one row per input item")
-        labels = labels.to(embeddings.device)
-        groups, _ = split_labels(labels)
-        relation = relation_matrix(labels)
-        n = groups.shape[0]
-        upper = torch.ones(n, n, dtype=torch.bool, device=groups.device).triu(1)
-        scored = (groups[:, None] == groups[None, :]) & upper & (relation != UNKNOWN)
+    def compute(self, dist, relation, embeddings):
+        """The CoSENT loss over the scored pairs of the batch: the pairs (i < j) whose relation
+        is known (`forward` marks pairs of different groups unknown: they have no score)."""
+        n = relation.shape[0]
+        upper = torch.ones(n, n, dtype=torch.bool, device=relation.device).triu(1)
+        scored = upper & (relation != UNKNOWN)
         i, j = scored.nonzero(as_tuple=True)
         if i.numel() == 0:
             raise ValueError(f"CoSENTLoss: the batch of {n} items holds no scored pair (two items of one "
                              "group with a known relation); CoSENT needs pair or session data with scores")
-        dist = pairwise_distance(embeddings, distance=self.distance)[i, j]
-        sim = (1.0 - dist if self.distance == "cosine" else -dist) * self.scale
+        sim = self.distance_fn.similarity(dist[i, j]) * self.scale
         score = relation[i, j]
         # diff[p, q] = sim_q - sim_p, kept where pair p should rank above pair q
         diff = sim[None, :] - sim[:, None]
         diff = diff[score[:, None] > score[None, :]]
         return torch.logsumexp(torch.cat([diff.new_zeros(1), diff]), dim=0)
 
-    def compute(self, dist, relation, embeddings):  # pragma: no cover - forward does the work
-        raise NotImplementedError("CoSENTLoss needs the group labels: call it as loss(embeddings, labels)")
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
+                relation: torch.Tensor | None = None) -> torch.Tensor:
+        """See `MetricLoss.forward`; CoSENT needs the labels (only pairs of one group are scored)."""
+        if labels is None:
+            raise ValueError("labels: CoSENTLoss compares only the pairs of one group, so it needs the labels")
+        labels = labels.to(embeddings.device)
+        groups, _ = split_labels(labels)
+        if relation is None:
+            relation = relation_matrix(labels)
+        relation = torch.where(groups[:, None] == groups[None, :], relation.to(embeddings.device),
+                               torch.full_like(relation, UNKNOWN, device=embeddings.device))
+        return super().forward(embeddings, labels, relation)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, distance={self.distance!r}"

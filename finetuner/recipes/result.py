@@ -1,26 +1,28 @@
-"""What `fit` returns, and the before/after table it prints."""
+"""`FitResult`: what every recipe returns, and its before/after table."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+# counts, not metrics: kept in the result, left out of the table
+_NOT_SHOWN = ("num_queries", "eval_tokens", "epoch")
 
 
 @dataclass
 class FitResult:
-    """The outcome of `finetuner.fit`.
+    """The outcome of `finetuner.fit` (and of `FineTuner.train`).
 
     Attributes:
-        model: the tuned model (the same object that was passed in, trained in place).
+        model: the tuned model (the same object that was passed in, trained in place, when it
+            was a module).
         history: one dict per epoch: epoch, train_loss, eval_loss, eval metrics, epoch_time_s,
-            train_samples_per_s.
+            train_samples_per_s (and the recipe's own keys).
         metrics_before / metrics_after: eval metrics of the untrained and the final model
             (empty without eval data).
         output_dir: where the model, metrics.json, checkpoints and logs were written, or None.
-        settings: the arguments of the run (for reports).
+        settings: the arguments of the run and what the recipe chose (for reports and model
+            cards); "task" names the recipe.
     """
 
     model: Any
@@ -30,21 +32,26 @@ class FitResult:
     output_dir: str | None = None
     settings: dict = field(default_factory=dict)
 
-    def table(self) -> Table:
-        """A rich table: each metric before, after and the change."""
-        table = Table(title="retrieval metrics on eval_data")
+    def table(self, title: str | None = None):
+        """A rich table: each eval metric before training, after it, and the change."""
+        from rich.table import Table
+
+        table = Table(title=title or self.settings.get("table_title", "metrics on eval_data"))
         for col in ("metric", "before", "after", "change"):
             table.add_column(col, justify="left" if col == "metric" else "right")
         for key, before in self.metrics_before.items():
             after = self.metrics_after.get(key)
-            if key == "num_queries" or after is None:
+            if key in _NOT_SHOWN or not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
                 continue
             table.add_row(key, f"{before:.4f}", f"{after:.4f}", f"{after - before:+.4f}")
         return table
 
-    def print_summary(self, console: Console | None = None) -> None:
+    def print_summary(self) -> None:
+        """Show the before/after table on the console (when there is eval data and the run is verbose)."""
+        from ..console import show
+
         if self.metrics_before:
-            (console or Console()).print(self.table())
+            show(self.table())
 
     def to_dict(self) -> dict:
         """JSON-ready: history, metrics before/after, settings."""

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..data.relation import UNKNOWN, relation_matrix
-from ..losses import LOSSES, MetricLoss, SiameseLoss, TripletLoss, get_loss, paired_distance, pairwise_distance
+from ..losses import LOSSES, MetricLoss, SiameseLoss, TripletLoss, get_loss, paired_distance
 from ._head import (ACTIVATIONS, AdamState, Converged, check_choice, check_float, check_int, check_X, check_X_y,
                     encode_classes, np_activation, principal_axes, rng_of, small_step_threads, sq_dist,
                     to_tensor, torch_activation)
@@ -90,7 +90,7 @@ class _ContrastiveHead(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         """One Adam step of `loss_fn` over the items `x` [n, D] related by `relation` [n, n]."""
         p = state.params
         emb = torch_activation(self.activation, x @ p["W"] + p["b"])
-        loss = loss_fn.compute(pairwise_distance(emb, distance=loss_fn.distance), relation, emb)
+        loss = loss_fn(emb, relation=relation)
         if self.alpha:
             loss = loss + 0.5 * self.alpha * sq_dist(p["W"], torch.as_tensor(self._coef_start))
         return state.step(loss)

@@ -39,9 +39,9 @@ class _SbertBase(_TextEstimator):
         return load_model(self.sent_tfm, None if self.device == "auto" else self.device, copy_model=True)
 
     def _train(self, data, fmt: str, batch_items: int, epochs: int, **extra) -> None:
-        from ..api import fit
+        from ..recipes.text import fit_text
 
-        result = fit(self.model_, data, format=fmt, loss=self.loss, epochs=epochs, batch_size=batch_items,
+        result = fit_text(self.model_, data, format=fmt, loss=self.loss, epochs=epochs, batch_size=batch_items,
                      learning_rate=self.learning_rate, warmup_ratio=self.warmup_ratio, device=self.device,
                      seed=self._seed(), verbose=bool(self.verbose), report=False, **extra)
         self.n_iter_ = getattr(self, "n_iter_", 0) + epochs

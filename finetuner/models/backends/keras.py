@@ -16,7 +16,8 @@ import keras
 import tensorflow as tf
 import torch
 
-from ._common import check_tailor_args, embedding_reason, print_rows, resolve_freeze
+from ..tailor import show_layer_table
+from ._common import check_tailor_args, embedding_reason, resolve_freeze
 from .bridge import FrameworkModule
 
 FILE = "model.keras"
@@ -169,8 +170,8 @@ def display(model: Any, input_size: Any = None, input: Any = None, *, depth: int
                      else "partly", "embedding": None if shape is None and floating else reason is None,
                      "reason": reason or ""})
     if show:
-        print_rows(f"{type(model).__name__} (Keras): {_n_params(model):,} parameters, "
-                   f"{_n_params(model, True):,} trainable", rows)
+        show_layer_table(f"{type(model).__name__} (Keras): {_n_params(model):,} parameters, "
+                         f"{_n_params(model, True):,} trainable", rows)
     return rows
 
 

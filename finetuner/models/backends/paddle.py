@@ -15,7 +15,8 @@ import numpy as np
 import paddle
 import torch
 
-from ._common import check_tailor_args, embedding_reason, print_rows, resolve_freeze
+from ..tailor import show_layer_table
+from ._common import check_tailor_args, embedding_reason, resolve_freeze
 from .bridge import FrameworkModule
 
 PARAMS, PICKLE = "model.pdparams", "model.pkl"
@@ -264,7 +265,8 @@ def display(model: Any, input_size: Any = None, input: Any = None, *, depth: int
                      "_order": rec[0] if rec is not None else 1 << 30})
     rows.sort(key=lambda r: r.pop("_order"))
     if show:
-        print_rows(f"{type(model).__name__} (Paddle): {_n(model):,} parameters, {_n(model, True):,} trainable", rows)
+        show_layer_table(f"{type(model).__name__} (Paddle): {_n(model):,} parameters, {_n(model, True):,} trainable",
+                         rows)
     return rows
 
 
