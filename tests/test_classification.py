@@ -14,7 +14,7 @@ import torch
 
 import finetuner
 from finetuner.data.labeled import LabeledData
-from finetuner.api import _choose_recipe
+from finetuner.api import choose_recipe
 from finetuner.data.label_space import class_weights_for
 from finetuner.data.samplers import LengthGroupedBatchSampler
 from finetuner.data.text_rows import to_text_rows
@@ -272,15 +272,20 @@ def test_early_stopping_restores_the_best_epoch(minilm, mrpc):
 # ---- choosing the task, bad input ----------------------------------------------------------
 def test_task_is_chosen_or_inferred(fitted, minilm):
     _, out = fitted
-    assert _choose_recipe(minilm, {"task": "classification"}) is fit_classification
-    assert _choose_recipe(minilm, {"num_labels": 2}) is fit_classification
-    assert _choose_recipe(str(out / "model"), {}) is fit_classification  # a folder with a classification head
-    assert _choose_recipe(fitted[0].model, {}) is fit_classification
-    assert _choose_recipe(torch.nn.Linear(4, 2), {}) is fit_embedding
-    assert _choose_recipe(torch.nn.Linear(4, 2), {"task": "embedding"}) is fit_embedding
-    assert _choose_recipe(minilm, {}) is not fit_classification  # a bare encoder path: an embedding task
+
+    def recipe_for(model, kwargs):
+        kwargs = dict(kwargs)
+        return choose_recipe(model, kwargs.pop("task", None), kwargs)[1]
+
+    assert recipe_for(minilm, {"task": "classification"}) is fit_classification
+    assert recipe_for(minilm, {"num_labels": 2}) is fit_classification
+    assert recipe_for(str(out / "model"), {}) is fit_classification  # a folder with a classification head
+    assert recipe_for(fitted[0].model, {}) is fit_classification
+    assert recipe_for(torch.nn.Linear(4, 2), {}) is fit_embedding
+    assert recipe_for(torch.nn.Linear(4, 2), {"task": "embedding"}) is fit_embedding
+    assert recipe_for(minilm, {}) is not fit_classification  # a bare encoder path: an embedding task
     with pytest.raises(ValueError, match="task"):
-        _choose_recipe(minilm, {"task": "regression"})
+        recipe_for(minilm, {"task": "regression"})
 
 
 def test_bad_input_fails_before_training(fitted, minilm, mrpc, tmp_path):
