@@ -44,6 +44,12 @@ each side alone under the CPU lock (dev accuracy / F1 after epoch 3):
 The accuracy difference flips sign with the seed (-0.7 points at 42, +1.0 at 43; 1 point = 4 of
 the 408 pairs) and ours alone moves 1.5 points between the two seeds: equal quality within seed
 noise (means of the two seeds: ours 0.811 / 0.871, trainer 0.810 / 0.869).
+2026-12-06, after the [arch] split (ours now batches with the shared `LengthGroupedBatchSampler`:
+length-sorted pools of 50 batches, the batches shuffled, so the batch order differs from the
+earlier `get_length_grouped_indices` order): seed 42: ours (bf16) 0.8039 / 0.8601 after epoch 3
+(0.7696 / 0.8508, 0.7941 / 0.8531 after epochs 1, 2). Wall time 1419 s on a machine loaded by
+other jobs (load 4 on 2 cores; epochs took 293, 95 and 988 s): not comparable; the one quiet
+epoch, 95 s, matches the earlier ~95 s per epoch.
 """
 
 from __future__ import annotations
