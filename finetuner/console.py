@@ -54,7 +54,7 @@ def get_console():
 def note(message: str) -> None:
     """A one-line note about the run: printed when verbose, else logged at INFO."""
     if is_verbose():
-        get_console().print(message, markup=False, highlight=False)
+        get_console().print(message, markup=False, highlight=False, soft_wrap=True)
     else:
         logger.info(message)
 
