@@ -1,7 +1,9 @@
-"""The engine with real processes: resume after a crash, and two-process data parallel."""
+"""The engine with real processes: a crash or a SIGKILL, then resume, ends as an uninterrupted run
+(every recipe, mid-epoch from step checkpoints, callback state included). Two-process runs:
+tests/test_distributed.py."""
 
+import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,22 +41,79 @@ def test_kill_mid_fit_then_resume_matches_uninterrupted(tmp_path, data_dir):
     assert [h["epoch"] for h in history] == [1, 2, 3]  # epochs 1-2 restored from the checkpoint
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# ---- SIGKILL mid-epoch, resume from a step checkpoint: the weights of an uninterrupted run -----------
+RUN = Path(__file__).parent / "scripts" / "recipe_run.py"
+# (batch, save_steps, kill after step): one process; the kill falls inside epoch 2, after a step checkpoint
+KILLS = {"embedding": (16, 4, 21), "text": (16, 2, 11), "classification": (16, 2, 11), "llm": (8, 2, 11)}
 
 
-def test_two_processes_end_with_identical_weights(tmp_path, data_dir):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), str(SCRIPT), str(tmp_path), "2"]
-    proc = subprocess.run(cmd, env=_env(data_dir), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = torch.load(tmp_path / "final-rank0.pt"), torch.load(tmp_path / "final-rank1.pt")
-    for k in r0:
-        assert torch.equal(r0[k], r1[k]), k
-    torch.manual_seed(0)
-    init = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16))
-    assert not torch.equal(init.state_dict()["1.weight"], r0["1.weight"])  # it did train
-    h = torch.load(tmp_path / "history-rank0.pt")
-    assert len(h) == 2 and h[-1]["mAP@10"] > 0
+def _recipe(recipe, out, *args, check=True):
+    batch, save, _ = KILLS[recipe]
+    env = _env(Path("."))
+    proc = subprocess.run([sys.executable, str(RUN), recipe, str(out), "--batch-size", str(batch), "--save-steps",
+                           str(save), *map(str, args)], env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("recipe", ["embedding", *[pytest.param(r, marks=pytest.mark.slow)
+                                                   for r in ("text", "classification", "llm")]])
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(recipe, tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    _recipe(recipe, full)
+    _, save, kill = KILLS[recipe]
+    proc = _recipe(recipe, killed, "--kill-at-step", kill, check=False)
+    assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL: no clean-up ran
+    newest = max((p for p in (killed / "checkpoints").iterdir() if p.name.startswith("step-")),
+                 key=lambda p: int(p.name.split("-")[1]))
+    info = json.loads((newest / "checkpoint.json").read_text())
+    assert info["global_step"] == kill - kill % save and not info["end_of_epoch"] and info["batches_done"] > 0
+    _recipe(recipe, killed, "--resume")
+    a, b = (torch.load(d / "rank0.pt", weights_only=False) for d in (full, killed))
+    for k, w in a["weights"].items():
+        torch.testing.assert_close(b["weights"][k], w, rtol=0, atol=1e-6)
+    assert [h["epoch"] for h in b["history"]] == [1, 2]
+    for ha, hb in zip(a["history"], b["history"]):
+        for key in ("train_loss", "eval_loss"):
+            assert hb[key] == pytest.approx(ha[key], rel=1e-6), key
+    assert b["metrics_after"] == pytest.approx(a["metrics_after"], rel=1e-6)
+
+
+def test_resume_restores_early_stopping_counters(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    _recipe("embedding", full, "--epochs", 5, "--early-stopping")
+    assert [h["epoch"] for h in torch.load(full / "rank0.pt", weights_only=False)["history"]] == [1, 2, 3]
+    proc = _recipe("embedding", killed, "--epochs", 5, "--early-stopping", "--kill-at-step", 37, check=False)
+    assert proc.returncode == -9
+    _recipe("embedding", killed, "--epochs", 5, "--early-stopping", "--resume")
+    # a forgotten counter (0 epochs without improvement) would have trained epochs 4 and 5
+    assert [h["epoch"] for h in torch.load(killed / "rank0.pt", weights_only=False)["history"]] == [1, 2, 3]
+
+
+def test_resume_restores_the_best_weights_from_disk(tmp_path):
+    # the best epoch (the highest train loss: epoch 1) lies before the kill in epoch 2; a resumed
+    # run that forgot it would hand back epoch 2's weights
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    _recipe("embedding", full, "--restore-first-epoch")
+    a = torch.load(full / "rank0.pt", weights_only=False)
+    assert [h["epoch"] for h in a["history"]] == [1, 2]
+    assert a["history"][0]["train_loss"] > a["history"][1]["train_loss"]
+    assert (full / "checkpoints" / "best-epoch-1.safetensors").is_file()
+    proc = _recipe("embedding", killed, "--restore-first-epoch", "--kill-at-step", 21, check=False)
+    assert proc.returncode == -9
+    _recipe("embedding", killed, "--restore-first-epoch", "--resume")
+    b = torch.load(killed / "rank0.pt", weights_only=False)
+    for k, w in a["weights"].items():
+        torch.testing.assert_close(b["weights"][k], w, rtol=0, atol=1e-6)
+    assert b["metrics_after"] == pytest.approx(a["metrics_after"], rel=1e-6)
+
+
+def test_checkpoint_files_hold_only_tensors_and_numbers(tmp_path):
+    _recipe("embedding", tmp_path / "run", "--epochs", 1, "--no-eval")
+    folder = tmp_path / "run" / "checkpoints" / "epoch-1"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["checkpoint.json", "model.safetensors", "optimizer.pt", "rng-0.pt", "scheduler.pt",
+                     "trainer_state.json"]
+    for name in ("optimizer.pt", "rng-0.pt", "scheduler.pt"):
+        torch.load(folder / name, weights_only=True)  # no pickled object: the safe loader reads them

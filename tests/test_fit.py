@@ -24,7 +24,7 @@ def test_fit_improves_retrieval_on_real_fashion(fashion, tmp_path):
     torch.manual_seed(0)
     result = finetuner.fit(mlp(), train, eval_data=test, epochs=3, output_dir=tmp_path, verbose=False)
     before, after = result.metrics_before, result.metrics_after
-    assert after["mAP@10"] > before["mAP@10"] + 0.05
+    assert after["nDCG@10"] > before["nDCG@10"] + 0.05
     assert after["precision@10"] > before["precision@10"] + 0.05
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
     assert all(np.isfinite(h["train_loss"]) and "eval_loss" in h for h in result.history)
@@ -186,3 +186,40 @@ def test_cli_demo_refuses_quantize_outside_the_llm_demo():
     assert result.exit_code != 0 and "--quantize" in result.output
     result = CliRunner().invoke(app, ["demo", "llm", "--quantize", "2bit"])
     assert result.exit_code != 0 and "--quantize" in result.output
+
+
+# ---- group ids are int64 end to end ---------------------------------------------------------------
+BIG = [2**24, 2**24 + 1, 2**53 + 1, 2**62 + 1, 2**62 + 2, -(2**62) - 3]
+
+
+def test_group_ids_beyond_float32_stay_exact_through_labels_and_relation():
+    from finetuner.data.dataset import Collate, LabeledDataset
+    from finetuner.data.labeled import LabeledData
+    from finetuner.data.relation import pack_labels, relation_matrix, split_labels
+
+    ids = torch.tensor(BIG, dtype=torch.int64)
+    rel = torch.tensor([1.0, 0.3, 1.0, 0.123456789, 1.0, 0.0])
+    groups, relevance = split_labels(pack_labels(ids, rel))
+    assert torch.equal(groups, ids) and torch.equal(relevance, rel)
+    data = LabeledData(np.zeros((6, 2), np.float32), np.array(BIG), rel.numpy(), "session")
+    _, labels = Collate()(LabeledDataset(data).__getitems__(range(6)))
+    assert labels.dtype == torch.int64 and torch.equal(split_labels(labels)[0], ids)
+    # 2^24 and 2^24 + 1 (equal as float32) are different sessions: negatives of each other
+    m = relation_matrix(labels)
+    assert m[0, 1] == 0 and m[3, 4] == 0 and m[4, 3] == 0 and m[0, 0] == 1
+    assert torch.equal(relation_matrix(labels), relation_matrix(pack_labels(torch.arange(6), rel)))
+    legacy = torch.stack([torch.arange(6).float(), rel], 1)  # float [N, 2] labels still read
+    assert torch.equal(relation_matrix(legacy), m)
+
+
+def test_fit_and_evaluate_with_hashed_session_ids_match_small_ids(data_dir):
+    small = generate_fashion(num_total=240, format="session", num_pos=3, num_neg=3, data_dir=data_dir)
+    hashed = small.subset(np.arange(len(small)))
+    hashed.groups = (2**62 + 7 * small.groups).astype(np.int64)  # same order, ids far beyond 2^53
+    runs = []
+    for data in (small, hashed):
+        torch.manual_seed(0)
+        runs.append(finetuner.fit(mlp(), data, eval_data=data, epochs=1, batch_size=64, loss="InfoNCELoss",
+                                  verbose=False, device="cpu"))
+    assert runs[0].history[0]["train_loss"] == pytest.approx(runs[1].history[0]["train_loss"], rel=1e-6)
+    assert runs[0].metrics_after == pytest.approx(runs[1].metrics_after, rel=1e-6)

@@ -362,7 +362,7 @@ def test_every_endpoint_works_with_the_token(served, fashion):
     loaded = finetuner.load(saved["path"], model=MLP())
     assert np.allclose(finetuner.embed(loaded, fashion.items[:4]), finetuner.embed(labeler.model, fashion.items[:4]))
 
-    assert client.post("/api/stop").json() == {"stopping": True}
+    assert client.post("/api/stop").json() == {"stopping": True, "cancel_round": False}  # waits for a running round
     assert server.stopped.wait(5)
 
 
@@ -580,3 +580,110 @@ def test_label_command_serves_until_finish(fashion, tmp_path):
     assert token not in stdout and token not in stderr  # not a terminal: only the link file's path is printed
     assert "labeler-link.txt" in stdout and "5 labels" in stdout
     assert (out / "model" / "finetuner.json").exists()
+
+
+# ---- robustness: unreadable checkpoints, consistent snapshots, save-then-swap, Finish, host ----------
+def test_an_unreadable_checkpoint_is_reported_and_the_labels_are_kept(fashion, tmp_path):
+    out = tmp_path / "run"
+    labeler = Labeler(MLP(), fashion.items, output_dir=out, train_kwargs={"epochs": 1})
+    label_like_user(labeler, fashion.groups, 2)
+    labeler.train()
+    labeler.close()
+    (out / "checkpoint" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.warns(UserWarning, match="could not read the checkpoint"):
+        again = Labeler(MLP(), fashion.items, output_dir=out)
+    assert again.store.counts() == (16, 2) and again.version == 1
+    assert "could not read the checkpoint" in again.status()["last_error"]
+    assert again.next_query() is not None  # it serves pages
+    again.close()
+
+
+def test_labels_and_the_submission_count_are_one_snapshot(tmp_path):
+    store = LabelStore(tmp_path / "labels.sqlite")
+    done = threading.Event()
+
+    def write():
+        for i in range(300):
+            store.add(f"s{i}", i, [(i + 1000, True)], 0)
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    checked = 0
+    while not done.is_set() or checked == 0:
+        sessions, count = store.snapshot()
+        assert count == len(sessions)  # one page per query: the count is exactly the pages read
+        checked += 1
+    writer.join()
+    assert store.snapshot()[1] == 300 and checked > 1
+    store.close()
+
+
+def test_a_new_model_is_used_only_once_its_checkpoint_is_saved(fashion, tmp_path, monkeypatch):
+    import finetuner.labeler.rounds as rounds
+
+    labeler = Labeler(MLP(), fashion.items, output_dir=tmp_path / "run", train_kwargs={"epochs": 1})
+    label_like_user(labeler, fashion.groups, 2)
+    model, embeddings = labeler.model, labeler.embeddings.clone()
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rounds, "save", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        labeler.train()
+    assert labeler.version == 0 and labeler.model is model and torch.equal(labeler.embeddings, embeddings)
+    assert labeler.store.get_meta("model_version", "0") == "0" and not labeler.store.rounds()
+    labeler.close()
+
+
+class SlowRound(Callback):
+    """Makes each batch of a round take a while, and says when the round has started."""
+
+    def __init__(self):
+        self.started = threading.Event()
+
+    def on_batch_end(self, trainer, loss):
+        self.started.set()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_finish_waits_for_the_running_round_or_cancels_it(fashion, tmp_path, cancel):
+    slow = SlowRound()
+    labeler = Labeler(MLP(), fashion.items, output_dir=tmp_path / "run",
+                      train_kwargs={"epochs": 40, "batch_size": 8, "callbacks": [slow]})
+    server = LabelerServer(labeler, port=0).start()
+    try:
+        label_like_user(labeler, fashion.groups, 1)
+        assert slow.started.wait(60)
+        with httpx.Client(base_url=server.base_url, headers={TOKEN_HEADER: server.token}, timeout=30) as client:
+            assert client.post("/api/stop", params={"cancel_round": cancel}).json()["cancel_round"] is cancel
+        start = time.perf_counter()
+        server.stop()
+        waited = time.perf_counter() - start
+        assert not server.worker.alive and not labeler.training  # no round runs once stop returns
+        if cancel:
+            assert labeler.version == 0 and waited < 10  # stopped at its next batch, model unchanged
+        else:
+            assert labeler.version == 1 and (tmp_path / "run" / "checkpoint" / "finetuner.json").exists()
+        labeler.save()  # safe now: nothing trains behind it
+    finally:
+        labeler.close()
+
+
+def test_a_non_loopback_host_accepts_only_the_bound_address(fashion, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from finetuner.labeler.server import bound_names
+
+    assert bound_names("10.1.2.3") == ["10.1.2.3"]
+    assert "*" not in bound_names("0.0.0.0") and bound_names("0.0.0.0")
+    labeler = Labeler(MLP(), fashion.items, output_dir=tmp_path)
+    with pytest.warns(UserWarning, match="exposes it"):
+        server = LabelerServer(labeler, host="10.1.2.3")
+    headers = {TOKEN_HEADER: server.token}
+    assert TestClient(server.app, base_url="http://10.1.2.3:8000").get("/api/status", headers=headers).status_code == 200
+    for other in ("http://rebinding.attacker.example", "http://127.0.0.1", "http://10.1.2.4"):
+        assert TestClient(server.app, base_url=other).get("/api/status", headers=headers).status_code == 400, other
+    labeler.close()

@@ -56,11 +56,13 @@ class LabeledData:
 
     def labels(self, index: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Labels of the items at `index` (all when None): int64 [n] for class format, else
-        float32 [n, 2] with columns (group, relevance)."""
+        int64 [n, 2]: the group id and the relevance's float32 bit pattern, exact for every
+        int64 id (`finetuner.data.relation.split_labels` reads them; `pack_labels` writes them)."""
         idx = np.arange(len(self)) if index is None else np.asarray(index, dtype=np.int64)
         if self.relevance is None:
             return self.groups[idx]
-        return np.stack([self.groups[idx].astype(np.float32), self.relevance[idx]], axis=1)
+        rel = np.ascontiguousarray(self.relevance[idx], dtype=np.float32).view(np.int32).astype(np.int64)
+        return np.stack([self.groups[idx], rel], axis=1)
 
     def take(self, index: Sequence[int] | np.ndarray) -> Any:
         """The items at `index`: a numpy array when `items` is one, else a list."""

@@ -23,6 +23,7 @@ So losses, miners and metrics never look at formats: they read this matrix.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,11 +32,29 @@ import torch
 UNKNOWN = -1.0
 
 
+def pack_labels(groups: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    """One label tensor from group ids and relevances, exact for every int64 group id.
+
+    Args:
+        groups: int tensor [N] (any int64 value: hashed ids, more than 2^24 sessions).
+        relevance: float tensor [N] in [0, 1].
+
+    Returns:
+        int64 tensor [N, 2]: column 0 the group id, column 1 the relevance's float32 bit
+        pattern (`split_labels` reads it back exactly). One tensor, so a batch of labels is
+        sliced, moved and gathered across processes like any other.
+    """
+    rel = relevance.detach().to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+    return torch.stack([groups.to(torch.int64), rel.to(groups.device)], dim=1)
+
+
 def split_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a label tensor into (group, relevance).
 
     Args:
-        labels: int tensor [N] (class ids) or float tensor [N, 2] (group id, relevance in [0, 1]).
+        labels: int tensor [N] (class ids); int64 tensor [N, 2] from `pack_labels` /
+            `LabeledData.labels` (group id, relevance bits); or a float tensor [N, 2] (group id,
+            relevance: exact for group ids below 2^24 only).
 
     Returns:
         group: int64 tensor [N]; relevance: float32 tensor [N].
@@ -46,7 +65,9 @@ def split_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if labels.dim() == 1:
         return labels.long(), torch.ones(labels.shape[0], dtype=torch.float32, device=labels.device)
     if labels.dim() == 2 and labels.shape[1] == 2:
-        return labels[:, 0].long(), labels[:, 1].float()
+        if labels.is_floating_point():
+            return labels[:, 0].long(), labels[:, 1].float()
+        return labels[:, 0].long(), labels[:, 1].to(torch.int32).contiguous().view(torch.float32)
     raise ValueError(
         f"labels: expected a tensor of shape [N] (class ids) or [N, 2] (group, relevance), "
         f"got shape {tuple(labels.shape)}"
@@ -57,7 +78,7 @@ def relation_matrix(labels_a: torch.Tensor, labels_b: torch.Tensor | None = None
     """Pairwise relation between two sets of labeled items.
 
     Args:
-        labels_a: labels of A items, int [A] or float [A, 2] (see `split_labels`).
+        labels_a: labels of A items, int [A] or [A, 2] (see `split_labels`).
         labels_b: labels of B items in the same form; default `labels_a`.
 
     Returns:
@@ -77,20 +98,41 @@ def relation_matrix(labels_a: torch.Tensor, labels_b: torch.Tensor | None = None
 
 
 # ---- duplicates are never negatives -------------------------------------------------------
-def duplicate_ids(inputs: Any) -> torch.Tensor | None:
+def duplicate_ids(inputs: Any, stable: bool = False) -> torch.Tensor | None:
     """int64 [B]: equal values for identical inputs of a batch, or None when unknown.
 
-    A list of strings compares the strings; tokenizer outputs (a mapping with "input_ids") or an
-    int tensor [B, L] compare the token rows (texts identical after truncation are identical
-    to the model too); other inputs give None.
+    A list of strings compares the strings; tokenizer outputs (a mapping with "input_ids", and
+    "attention_mask" when padded) or an int tensor [B, L] compare the token rows (texts
+    identical after truncation are identical to the model too); other inputs give None.
+
+    Args:
+        inputs: a batch's model inputs.
+        stable: False: ids 0, 1, ... in order of first appearance (within this batch only);
+            True: a 64-bit BLAKE2b hash of each text / unpadded token row, equal for equal
+            inputs in any batch and any process (what a batch gathered across processes
+            compares, see `finetuner.engine.distributed.gather_in_batch`).
     """
     if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+        if stable:
+            return torch.tensor([_hash(t.encode()) for t in inputs], dtype=torch.int64)
         index: dict[str, int] = {}
         return torch.tensor([index.setdefault(t, len(index)) for t in inputs], dtype=torch.int64)
-    rows = inputs.get("input_ids") if isinstance(inputs, Mapping) or hasattr(inputs, "keys") else inputs
-    if isinstance(rows, torch.Tensor) and rows.dim() == 2 and not rows.is_floating_point():
-        return torch.unique(rows.detach().cpu(), dim=0, return_inverse=True)[1]
-    return None
+    mapping = isinstance(inputs, Mapping) or hasattr(inputs, "keys")
+    rows = inputs.get("input_ids") if mapping else inputs
+    if not (isinstance(rows, torch.Tensor) and rows.dim() == 2 and not rows.is_floating_point()):
+        return None
+    rows = rows.detach().cpu()
+    if not stable:
+        return torch.unique(rows, dim=0, return_inverse=True)[1]
+    mask = inputs.get("attention_mask") if mapping else None
+    mask = mask.detach().cpu().bool() if isinstance(mask, torch.Tensor) else torch.ones_like(rows, dtype=torch.bool)
+    values = rows.to(torch.int64).numpy()
+    keep = mask.numpy()
+    return torch.tensor([_hash(values[i][keep[i]].tobytes()) for i in range(len(values))], dtype=torch.int64)
+
+
+def _hash(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
 
 
 def mask_duplicates(relation: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

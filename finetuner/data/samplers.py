@@ -43,7 +43,6 @@ class GroupBatchSampler:
         self.groups = np.asarray(groups)
         self.batch_size, self.chunk_size, self.shuffle, self.seed = batch_size, chunk_size, shuffle, seed
         self.contrastive = contrastive
-        self.drop_last = False  # read by accelerate when it shards batches over processes
         self.epoch = 0
         self._batches = self._make_batches()
 
@@ -51,6 +50,20 @@ class GroupBatchSampler:
         """Select the epoch whose order the next iteration yields."""
         if epoch != self.epoch:
             self.epoch = epoch
+            self._batches = self._make_batches()
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Build batches of `batch_size` items from now on (the engine makes the global batches
+        of a multi-process run: processes x the per-process batch size, see
+        `finetuner.engine.distributed.ShardedBatchSampler`).
+
+        Raises:
+            ValueError: batch_size below the minimum of this sampler (2 when contrastive, else 1).
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < (2 if self.contrastive else 1):
+            raise ValueError(f"batch_size: expected an int >= {2 if self.contrastive else 1}, got {batch_size!r}")
+        if batch_size != self.batch_size:
+            self.batch_size = batch_size
             self._batches = self._make_batches()
 
     def _chunks(self, rng: np.random.Generator) -> list[np.ndarray]:

@@ -8,21 +8,36 @@ writes files or prints.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 from ..console import note, progress
+from ..io import fsync_path
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing.
+
+    A callback with state that must survive a resume (counters, the best value so far) returns
+    it from `state_dict()` as JSON-ready values and takes it back in `load_state_dict(state)`;
+    checkpoints store it (`finetuner.engine.checkpoint`).
+    """
 
     def on_fit_start(self, trainer) -> None: ...
     def on_epoch_start(self, trainer) -> None: ...
     def on_batch_end(self, trainer, loss: float) -> None: ...
     def on_epoch_end(self, trainer, logs: dict) -> None: ...
     def on_fit_end(self, trainer) -> None: ...
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of this callback (JSON-ready); {} for a stateless one."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned (on resume)."""
 
 
 class ProgressBar(Callback):
@@ -90,6 +105,14 @@ class EarlyStopping(Callback):
         self.mode = mode or _mode_for(monitor)
         self._best, self._bad = None, 0
 
+    def state_dict(self) -> dict:
+        """The best value so far and the epochs since it improved."""
+        return {"best": self._best, "bad": self._bad}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the best value and the count of epochs without improvement."""
+        self._best, self._bad = state.get("best"), int(state.get("bad", 0))
+
     def on_epoch_end(self, trainer, logs: dict) -> None:
         if self.monitor not in logs:
             raise KeyError(f"EarlyStopping: monitor {self.monitor!r} is not logged; logged keys: {sorted(logs)}")
@@ -107,6 +130,10 @@ class BestModelCheckpoint(Callback):
     """Save the model whenever `monitor` improves, to `dirpath` (default OUTPUT_DIR/best), and
     optionally load those weights back at the end of fit.
 
+    With an output_dir the best weights (the trainable part, for a partly frozen model) are
+    kept on disk, in OUTPUT_DIR/checkpoints/best-epoch-N.safetensors, not in memory: a resumed
+    run restores them too. Files no checkpoint refers to any more are removed.
+
     Args:
         monitor: a key of the epoch logs; mode: "min" / "max" / None (inferred).
         dirpath: where to save; restore_best: load the best weights into the model at the end.
@@ -115,7 +142,21 @@ class BestModelCheckpoint(Callback):
     def __init__(self, monitor: str = "eval_loss", mode: str | None = None, dirpath: str | None = None,
                  restore_best: bool = True):
         self.monitor, self.mode, self.dirpath, self.restore_best = monitor, mode or _mode_for(monitor), dirpath, restore_best
-        self._best_state = None
+        self._best_state = None  # in memory when the run keeps nothing on disk
+        self._best_file: str | None = None  # name under OUTPUT_DIR/checkpoints
+
+    def state_dict(self) -> dict:
+        """The file of the best weights (under OUTPUT_DIR/checkpoints), if on disk."""
+        return {"best_file": self._best_file}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the name of the best weights' file."""
+        self._best_file = state.get("best_file")
+
+    def on_epoch_start(self, trainer) -> None:
+        root = _checkpoint_root(trainer)
+        if root is not None and trainer.accelerator.is_main_process:
+            _remove_unused_best_files(root, keep={self._best_file})
 
     def on_epoch_end(self, trainer, logs: dict) -> None:
         value = logs.get(self.monitor)
@@ -123,16 +164,90 @@ class BestModelCheckpoint(Callback):
             return
         if _is_better(value, trainer.state.best_metric, self.mode, 0.0):
             trainer.state.best_metric, trainer.state.best_epoch = value, trainer.state.epoch
-            self._best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            state = _restorable_state(trainer.model)
+            root = _checkpoint_root(trainer)
+            if root is None:
+                self._best_state = {k: v.detach().clone() for k, v in state.items()}
+            else:
+                self._best_file = f"best-epoch-{trainer.state.epoch}.safetensors"
+                if trainer.accelerator.is_main_process:
+                    _write_weights(state, root / self._best_file)
             path = self.dirpath or (trainer.output_dir and os.path.join(trainer.output_dir, "best"))
             if path and trainer.accelerator.is_main_process and trainer.save_fn is not None:
                 trainer.save_fn(trainer.model, path)
+            trainer.accelerator.wait_for_everyone()
 
     def on_fit_end(self, trainer) -> None:
-        if self.restore_best and self._best_state is not None:
-            trainer.model.load_state_dict(self._best_state)
-            note(
-                f"restored the best model (epoch {trainer.state.best_epoch}, {self.monitor}={trainer.state.best_metric:.4f})")
+        if not self.restore_best or trainer.state.best_epoch is None:
+            return
+        state = self._best_state
+        if state is None and self._best_file is not None:
+            file = _checkpoint_root(trainer) / self._best_file
+            if not file.is_file():
+                warnings.warn(f"BestModelCheckpoint: the best weights {str(file)!r} are missing; keeping the last "
+                              "epoch's weights", stacklevel=2)
+                return
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        if state is None:
+            return
+        unexpected = trainer.model.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"BestModelCheckpoint: the best weights do not fit the model: {unexpected[:5]}")
+        note(f"restored the best model (epoch {trainer.state.best_epoch}, {self.monitor}={trainer.state.best_metric:.4f})")
+
+
+def _restorable_state(model) -> dict:
+    """The weights that make `model` the best one again: its trainable part and buffers when part
+    of it is frozen, else the whole state dict (on the CPU, tied weights once)."""
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    out, seen = {}, set()
+    for key, value in model.state_dict().items():
+        parts = key.split(".")
+        if frozen and any(".".join(parts[:i]) in frozen for i in range(1, len(parts) + 1)):
+            continue
+        if value.data_ptr() in seen and value.numel():
+            continue  # tied weights are stored once; loading one fills both
+        seen.add(value.data_ptr())
+        out[key] = value.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def _checkpoint_root(trainer) -> Path | None:
+    return Path(trainer.output_dir) / "checkpoints" if trainer.output_dir else None
+
+
+def _write_weights(state: dict, file: Path) -> None:
+    from safetensors.torch import save_file
+
+    from ..io import release, replace_path, temporary_sibling
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(file, folder=False)
+    try:
+        save_file(state, str(tmp))
+        fsync_path(tmp)
+        replace_path(tmp, file)
+    finally:
+        tmp.unlink(missing_ok=True)
+        release(tmp)
+
+
+def _remove_unused_best_files(root: Path, keep: set) -> None:
+    """Delete best-epoch-N.safetensors files that neither `keep` nor any checkpoint refers to."""
+    if not root.is_dir():
+        return
+    used = set(keep)
+    for state_file in root.glob("*/trainer_state.json"):
+        try:
+            callbacks = json.loads(state_file.read_text()).get("callbacks", {})
+        except (OSError, ValueError):
+            continue
+        used.update(s.get("best_file") for s in callbacks.values() if isinstance(s, dict))
+    for file in root.glob("best-epoch-*.safetensors"):
+        if file.name not in used:
+            file.unlink(missing_ok=True)
 
 
 class CSVLogger(Callback):

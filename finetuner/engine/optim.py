@@ -54,17 +54,30 @@ def build_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer, total_step
         raise ValueError(f"scheduler: expected one of {SCHEDULERS}, a factory or a scheduler, got {scheduler!r}")
     if not 0 <= warmup_ratio < 1:
         raise ValueError(f"warmup_ratio: expected a number in [0, 1), got {warmup_ratio}")
-    warmup = int(total_steps * warmup_ratio)
-    total = max(total_steps, 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, Schedule(scheduler, total_steps, warmup_ratio))
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(total - warmup, 1)
-        if scheduler == "linear":
+
+class Schedule:
+    """The LR factor of optimizer step `step` (0-based) for a named schedule: a linear warm-up
+    over the first int(total x warmup_ratio) steps, then constant, linear decay to 0 or cosine
+    decay to 0 at step `total`. An object (not a closure) so that its state is saved with the
+    scheduler and the engine can `resize` it (a multi-process run takes fewer, larger steps)."""
+
+    def __init__(self, name: str, total_steps: int, warmup_ratio: float) -> None:
+        self.name, self.warmup_ratio = name, warmup_ratio
+        self.resize(total_steps)
+
+    def resize(self, total_steps: int) -> None:
+        """Span `total_steps` optimizer steps from now on (the warm-up keeps its ratio)."""
+        self.total = max(int(total_steps), 1)
+        self.warmup = int(int(total_steps) * self.warmup_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        progress = (step - self.warmup) / max(self.total - self.warmup, 1)
+        if self.name == "linear":
             return max(0.0, 1.0 - progress)
-        if scheduler == "cosine":
+        if self.name == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
         return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

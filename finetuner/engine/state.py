@@ -15,6 +15,11 @@ class TrainState:
         history: one dict per completed epoch (epoch, train_loss, eval metrics, timings).
         best_metric / best_epoch: the best monitored value so far (set by callbacks).
         should_stop: set by a callback (early stopping) to end training after this epoch.
+        batches_done: global batches of the current epoch already trained (0 at an epoch's
+            start); a resumed run skips them.
+        epoch_loss_sum / epoch_items / epoch_seconds: the current epoch's summed step losses,
+            items (all processes) and training seconds so far, so a resumed epoch logs the
+            same train loss as an uninterrupted one.
     """
 
     epoch: int = 0
@@ -23,10 +28,22 @@ class TrainState:
     best_metric: float | None = None
     best_epoch: int | None = None
     should_stop: bool = False
+    batches_done: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_items: int = 0
+    epoch_seconds: float = 0.0
 
     def state_dict(self) -> dict:
+        """Every field as JSON-ready values."""
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
+        """Set the fields found in `state` (a `state_dict`); unknown keys are ignored."""
+        known = set(self.__dataclass_fields__)
         for key, value in state.items():
-            setattr(self, key, value)
+            if key in known:
+                setattr(self, key, value)
+
+    def start_epoch(self) -> None:
+        """Reset the current epoch's progress (a new epoch begins)."""
+        self.batches_done, self.epoch_loss_sum, self.epoch_items, self.epoch_seconds = 0, 0.0, 0, 0.0

@@ -17,7 +17,8 @@ Endpoints:
     POST /api/labels       store one labelled page {submission_id, query, model_version, marks}
     POST /api/train        ask for a tuning round now
     POST /api/save         save the current model to OUTPUT_DIR/model
-    POST /api/stop         end the session (the server stops; `fit` returns)
+    POST /api/stop         end the session (the server stops; `fit` returns once a running round
+                           has ended, or was cancelled with ?cancel_round=true)
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ async def _too_large(max_bytes: int, send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(labeler, token: str, *, worker=None, on_stop: Callable[[], None] | None = None,
+def create_app(labeler, token: str, *, worker=None, on_stop: Callable[[bool], None] | None = None,
                allowed_hosts: list[str] | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The FastAPI app serving `labeler`.
 
@@ -117,7 +118,8 @@ def create_app(labeler, token: str, *, worker=None, on_stop: Callable[[], None] 
         labeler: a `finetuner.labeler.Labeler`.
         token: the session token every /api/ call must send in `X-Finetuner-Token` (>= 16 chars).
         worker: the `TuningWorker` that POST /api/train wakes (None: the round runs in the request).
-        on_stop: called by POST /api/stop (the server uses it to shut down).
+        on_stop: `on_stop(cancel_round: bool)`, called by POST /api/stop (the server uses it to
+            shut down).
         allowed_hosts: accepted Host header names (default 127.0.0.1, localhost, ::1).
         max_body_bytes: largest accepted request body, in bytes (>= 1024).
 
@@ -199,10 +201,10 @@ def create_app(labeler, token: str, *, worker=None, on_stop: Callable[[], None] 
         return {"path": str(path), "model_version": labeler.version}
 
     @app.post("/api/stop", dependencies=api)
-    def stop() -> dict:
+    def stop(cancel_round: bool = Query(False)) -> dict:
         if on_stop is not None:
-            on_stop()
-        return {"stopping": True}
+            on_stop(cancel_round)
+        return {"stopping": True, "cancel_round": cancel_round}
 
     hosts = allowed_hosts or ["127.0.0.1", "localhost", "::1", "[::1]"]
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)

@@ -9,7 +9,6 @@ only call its methods.
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import threading
@@ -30,7 +29,8 @@ from .display import render_item
 from .items import as_items, fingerprint
 from .selection import (RelevanceCalibrator, check_strategy, neighbours, pick_diverse,
                         uncertainty_scores)
-from .sessions import session_data, session_map
+from .rounds import RoundCancelled, train_round  # noqa: F401 (RoundCancelled: named in train's docstring)
+from .sessions import session_map
 from .store import Ack, LabelStore
 
 SUBMISSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -97,6 +97,7 @@ class Labeler:
 
         self.store = LabelStore(self.output_dir / "labels.sqlite")
         self._check_fingerprint()
+        self.last_error: str | None = None
         self.model = model
         self.version = int(self.store.get_meta("model_version", "0"))
         if self.version > 0:
@@ -114,7 +115,7 @@ class Labeler:
         self._draws = 0
         self._metric_cache: tuple | None = None
         self.training = False
-        self.last_error: str | None = None
+        self._cancel = threading.Event()  # set: the running round stops at its next batch
         self.on_label: Callable[[], None] | None = None  # the worker's wake-up call
 
     # ---- setup -----------------------------------------------------------------------------
@@ -145,12 +146,16 @@ class Labeler:
                 "use another output_dir, or the same data in the same order")
 
     def _restore_checkpoint(self) -> None:
+        """Load OUTPUT_DIR/checkpoint (weights only, into the given model); a missing or
+        unreadable one is reported (a warning, and `last_error` on the page) and the session
+        continues from the given model with every stored label."""
         path = self.output_dir / "checkpoint"
-        if (path / "finetuner.json").exists():
+        try:
             load(path, model=self.model, map_location=str(next(self.model.parameters()).device))
-        else:
-            warnings.warn(f"output_dir: no checkpoint of model version {self.version}; continuing from the "
-                          "given model with the stored labels", stacklevel=3)
+        except Exception as e:  # noqa: BLE001 - any damage: keep the labels, start from the given model
+            self.last_error = (f"could not read the checkpoint of model version {self.version} ({type(e).__name__}: "
+                               f"{e}); continuing from the given model with the stored labels")
+            warnings.warn(f"output_dir: {self.last_error}", stacklevel=3)
 
     @torch.no_grad()
     def _embed(self, model: torch.nn.Module) -> torch.Tensor:
@@ -297,9 +302,10 @@ class Labeler:
         return self.store.submission_count() - (last["num_submissions"] if last else 0)
 
     def train(self) -> dict:
-        """One tuning round: train a copy of the current model on every label so far with the
-        recipe and `train_kwargs`, then make it the current model (version + 1), save it to
-        OUTPUT_DIR/checkpoint and record the round.
+        """One tuning round (`finetuner.labeler.rounds`): train a copy of the current model on
+        every label so far (labels and their count read in one transaction) with the recipe and
+        `train_kwargs`, save it to OUTPUT_DIR/checkpoint, then make it the current model
+        (version + 1) and record the round.
 
         Returns:
             the round's record: version, num_labels, num_sessions, num_submissions, seconds,
@@ -308,55 +314,35 @@ class Labeler:
 
         Raises:
             ValueError: no label yet; whatever the recipe raises (the model is then unchanged).
+            RoundCancelled: `cancel_round()` was called while it trained (model unchanged).
         """
         with self._train_lock:
             self.training = True
+            self._cancel.clear()
             try:
-                return self._train_round()
+                return train_round(self, self._cancel)
             finally:
                 self.training = False
 
-    def _train_round(self) -> dict:
-        start = time.perf_counter()
-        sessions = self.store.sessions()
-        num_submissions = self.store.submission_count()
-        data = session_data(self.items, sessions, link=self.link_sessions)
-        last = self.store.last_round()
-        trained = set(last["queries"]) if last else set()
-        fresh = {q: m for q, m in sessions.items() if q not in trained}
-        before = session_map(self.embeddings, fresh, self.distance)["session_mAP"] if fresh else None
+    def cancel_round(self) -> None:
+        """Ask the running round (if any) to stop at its next batch; the model stays unchanged."""
+        self._cancel.set()
 
-        kwargs = dict(self.train_kwargs)
-        kwargs["seed"] = int(kwargs.get("seed", 42)) + self.version
-        kwargs.setdefault("verbose", False)
+    def current_model(self) -> torch.nn.Module:
+        """The model in use now."""
         with self._lock:
-            candidate = copy.deepcopy(self.model)
-        candidate.train()
-        result = self.recipe(candidate, data, self.eval_data, **kwargs)
-        candidate = getattr(result, "model", candidate)
-        candidate.eval()
-        embeddings = self._embed(candidate)
+            return self.model
 
+    def embed(self, model: torch.nn.Module) -> torch.Tensor:
+        """Embeddings of every item under `model`: float tensor [N, D]."""
+        return self._embed(model)
+
+    def swap_model(self, model: torch.nn.Module, embeddings: torch.Tensor, version: int) -> None:
+        """Make `model` (whose checkpoint is saved) the current one, as model version `version`."""
         with self._lock:
             self._previous_embeddings = self.embeddings
-            self.model, self.embeddings = candidate, embeddings
-            self.version += 1
-            version = self.version
-        save(candidate, self.output_dir / "checkpoint")
-        self.store.set_meta("model_version", str(version))
-        history = getattr(result, "history", []) or []
-        record = {
-            "num_labels": int(sum(len(m) for m in sessions.values())), "num_sessions": len(sessions),
-            "num_submissions": num_submissions, "queries": sorted(sessions),
-            "session_mAP_before": before, "session_mAP": session_map(embeddings, sessions, self.distance)["session_mAP"],
-            "train_loss": history[-1].get("train_loss") if history else None,
-            "eval_before": getattr(result, "metrics_before", {}) or {},
-            "eval": getattr(result, "metrics_after", {}) or {},
-            "seconds": time.perf_counter() - start,
-        }
-        self.store.add_round(version, record)
+            self.model, self.embeddings, self.version = model, embeddings, version
         self.last_error = None
-        return {"version": version, **record}
 
     # ---- reading -------------------------------------------------------------------------
     def metrics(self) -> dict:

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -19,6 +20,20 @@ from .worker import TuningWorker
 
 log = logging.getLogger("finetuner.labeler")
 LOOPBACK_NAMES = ("localhost",)
+
+
+def bound_names(host: str) -> list[str]:
+    """The Host header values the page accepts when bound to `host`: that address only; for a
+    wildcard ("0.0.0.0", "::", "") this machine's name and addresses. Any other name (a DNS name
+    an attacker points at this machine: DNS rebinding) is refused."""
+    if host.strip("[]") not in ("0.0.0.0", "::", ""):
+        return [host.strip("[]"), f"[{host.strip('[]')}]"] if ":" in host else [host]
+    names = {socket.gethostname(), socket.getfqdn()}
+    try:
+        names.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+    except OSError:
+        pass
+    return sorted(n for n in names if n) + [f"[{n}]" for n in sorted(names) if ":" in n]
 
 
 def is_loopback(host: str) -> bool:
@@ -38,7 +53,8 @@ class LabelerServer:
         labeler: the `Labeler`.
         host: interface to bind; default 127.0.0.1 (this machine only). Any other interface
             exposes the labels and the model to the network: it is used only when given here,
-            with a warning.
+            with a warning, and requests must then name that address in their Host header
+            (`bound_names`).
         port: TCP port; 0 picks a free one (read `port` / `url` after `start`).
         background_tuning: run the `TuningWorker` (False: rounds only on POST /api/train).
         min_new_sessions: labelled pages that trigger a round.
@@ -62,12 +78,17 @@ class LabelerServer:
             warnings.warn(f"host: binding the labeler to {host!r} exposes it beyond this machine; anyone who "
                           "can reach the port and learns the token can read the data and write labels. "
                           "Use the default 127.0.0.1 unless you need this.", stacklevel=2)
-            hosts = ["*"]
+            hosts = bound_names(host)
         self.stopped = threading.Event()
-        self.app = create_app(labeler, self.token, worker=self.worker, on_stop=self.stopped.set,
+        self.cancel_round = False  # set by POST /api/stop?cancel_round=true
+        self.app = create_app(labeler, self.token, worker=self.worker, on_stop=self._on_stop,
                               allowed_hosts=hosts, max_body_bytes=max_body_bytes)
         self._server = None
         self._thread: threading.Thread | None = None
+
+    def _on_stop(self, cancel_round: bool = False) -> None:
+        self.cancel_round = self.cancel_round or cancel_round
+        self.stopped.set()
 
     @property
     def port(self) -> int:
@@ -109,14 +130,16 @@ class LabelerServer:
             self.worker.start()
         return self
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Stop the server, then the worker (waiting for a running round up to `timeout` s)."""
+    def stop(self, timeout: float = 60.0, cancel_round: bool | None = None) -> None:
+        """Stop the server (waiting up to `timeout` s for open requests), then the worker: it
+        waits for a running round to end, or cancels it (`cancel_round`; default: as the page's
+        Finish asked). When this returns no round runs any more."""
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
         if self.worker is not None:
-            self.worker.stop(timeout)
+            self.worker.stop(cancel=self.cancel_round if cancel_round is None else cancel_round)
         self.stopped.set()
 
     def write_link(self) -> Path:
@@ -146,10 +169,11 @@ class LabelerServer:
                 webbrowser.open(self.url)
             except Exception:  # no browser on this machine: the printed link is enough
                 pass
+        cancel = None
         try:
             while not self.stopped.wait(0.5):
                 pass
         except KeyboardInterrupt:
-            pass
+            cancel = True  # Ctrl-C: do not wait for a round to finish
         finally:
-            self.stop()
+            self.stop(cancel_round=cancel)

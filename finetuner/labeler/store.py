@@ -139,14 +139,26 @@ class LabelStore:
 
     def sessions(self) -> dict[int, list[tuple[int, int]]]:
         """Labels grouped by query: {query: [(item, relevant 0/1), ...]} (queries in first-label order)."""
+        return self.snapshot()[0]
+
+    def snapshot(self) -> tuple[dict[int, list[tuple[int, int]]], int]:
+        """(`sessions()`, number of submissions), read in one transaction: the count is that of
+        exactly the submissions whose labels are in the sessions (a training round records it,
+        so a page stored meanwhile still counts as new for the next round)."""
         out: dict[int, list[tuple[int, int]]] = {}
         with self._lock:
-            rows = self._db.execute(
-                "SELECT l.query, l.item, l.relevant FROM labels l JOIN submissions s ON s.id = l.submission "
-                "ORDER BY s.created, l.query, l.item").fetchall()
+            cur = self._db.cursor()
+            cur.execute("BEGIN")
+            try:
+                rows = cur.execute(
+                    "SELECT l.query, l.item, l.relevant FROM labels l JOIN submissions s ON s.id = l.submission "
+                    "ORDER BY s.created, l.query, l.item").fetchall()
+                count = cur.execute("SELECT COUNT(*) FROM submissions").fetchone()[0]
+            finally:
+                cur.execute("COMMIT")
         for q, i, r in rows:
             out.setdefault(q, []).append((i, r))
-        return out
+        return out, count
 
     def submissions(self, offset: int = 0, limit: int = 100) -> list[dict]:
         """Submissions, newest first: dicts with id, query, model_version, num_marks, created
@@ -167,6 +179,7 @@ class LabelStore:
         return [{**dict(zip(keys, r)), "marks": marks.get(r[0], [])} for r in rows]
 
     def submission_count(self) -> int:
+        """Number of submissions stored (duplicates of a known id are not stored)."""
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM submissions").fetchone()[0]
 
@@ -196,10 +209,12 @@ class LabelStore:
         return {"version": row[0], **json.loads(row[1])} if row else None
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """The stored setting `key`, or `default`."""
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
 
     def set_meta(self, key: str, value: str) -> None:
+        """Store the setting `key` (committed before returning)."""
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from .rounds import RoundCancelled
+
 log = logging.getLogger("finetuner.labeler")
 
 
@@ -45,12 +47,16 @@ class TuningWorker:
         self._forced = True
         self._wake.set()
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop after the running round (if any); wait up to `timeout` seconds (None: until it ends)."""
+    def stop(self, cancel: bool = False) -> None:
+        """Stop the thread and return once it has ended: after the running round (if any) ends,
+        or, with `cancel`, after it stops at its next batch (the model then stays unchanged).
+        Either way no round runs once this returns, so the labeler can be saved and closed."""
         self._stop.set()
+        if cancel:
+            self.labeler.cancel_round()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join()
         self.labeler.on_label = None
 
     @property
@@ -76,6 +82,8 @@ class TuningWorker:
                 self._failed_at = None
                 log.info("tuning round done: model version %d, %d labels, %.1f s", record["version"],
                          record["num_labels"], record["seconds"])
+            except RoundCancelled:
+                log.info("tuning round cancelled; the model is unchanged")
             except Exception as e:  # keep serving the old model; the page shows the error
                 self.labeler.last_error = f"{type(e).__name__}: {e}"
                 self._failed_at = total

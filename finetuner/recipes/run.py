@@ -11,17 +11,19 @@ import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from ..config import TrainArgs
 from ..engine.callbacks import BestModelCheckpoint, Callback, CSVLogger, EarlyStopping, ProgressBar, TensorBoardLogger
+from ..engine.distributed import on_main
 from ..engine.optim import build_optimizer, build_scheduler
 from ..engine.precision import resolve_precision
 from ..engine.state import TrainState
 from ..engine.trainer import Trainer, make_accelerator
-from ..models.saving import save
+from ..models.saving import check_target, save
 
 
 @dataclass
@@ -95,8 +97,15 @@ def train(model: torch.nn.Module, loader, compute_loss: Callable, *, args: Train
 
     The metrics after training are the last epoch's when that epoch's model is the one handed
     back and it was evaluated in the precision it is returned in (fp32); otherwise (the best
-    epoch restored, or training in bf16) the final model is evaluated once more.
+    epoch restored, or training in bf16) the final model is evaluated once more (on process 0,
+    its numbers handed to every process).
+
+    Raises:
+        FileExistsError: OUTPUT_DIR/model (where `finish` saves with `save_fn`) exists and is
+            not a finetuner model, before training starts.
     """
+    if save_fn is not None and args.output_dir:
+        check_target(Path(args.output_dir) / "model")  # finish saves there: refuse a user's folder now
     trainer = Trainer(model, loader, compute_loss, optimizer=optimizer, scheduler=scheduler, epochs=args.epochs,
                       accelerator=accelerator, evaluate=evaluate, callbacks=callbacks,
                       output_dir=str(args.output_dir) if args.output_dir else None, save_fn=save_fn,
@@ -110,7 +119,7 @@ def train(model: torch.nn.Module, loader, compute_loss: Callable, *, args: Train
         restored = state.best_epoch not in (None, state.epoch) and any(
             isinstance(cb, BestModelCheckpoint) and cb.restore_best for cb in callbacks)
         reuse = last and not restored and precision == "fp32"
-        metrics_after = {k: v for k, v in last.items() if k not in _TRAIN_KEYS} if reuse else evaluate(final)
+        metrics_after = {k: v for k, v in last.items() if k not in _TRAIN_KEYS} if reuse else on_main(evaluate, final)
     return Run(final, state, metrics_after, accelerator)
 
 

@@ -116,23 +116,63 @@ def save_native(model: Any, folder: str | Path) -> None:
     (folder / "finetuner.json").write_text(json.dumps(meta, indent=2))
 
 
-def load_native(path: Path, meta: dict, model: Any = None) -> Any:
-    """Load a folder written by `save_native`: the pickled layer, or the weights into `model`.
+def load_native(path: Path, meta: dict, model: Any = None, *, trust_pickle: bool = False) -> Any:
+    """Load a folder written by `save_native`: the weights into `model`, or, with
+    `trust_pickle=True`, the pickled layer (`model.pkl`) with its weights.
+
+    Unpickling runs whatever code the file names, so `model.pkl` is read only when the caller
+    says it trusts the folder; `model.pdparams` is read with `paddle.load`.
 
     Raises:
-        ValueError: weights only were saved and no `model` is given, or they do not fit it.
+        ValueError: no `model` and either weights only were saved or `trust_pickle` is False;
+            the weights do not fit `model`.
     """
     path = Path(path)
     if model is None:
         if not meta.get("pickled"):
             raise ValueError(f"path: {str(path)!r} holds Paddle weights only; pass model=YourLayer() to load them into")
+        if not trust_pickle:
+            raise ValueError(f"path: {str(path)!r} holds the layer as a pickle ({PICKLE}); unpickling it would run "
+                             "code named in the file. Pass model=YourLayer() to load only its weights (safe), or "
+                             "trust_pickle=True (--trust-pickle) if you trust where the folder came from")
         model = pickle.loads((path / PICKLE).read_bytes())
-    state = paddle.load(str(path / meta.get("file", PARAMS)))
+    state = load_params(path / meta.get("file", PARAMS))
     missing, unexpected = model.set_state_dict(state) or ([], [])
     if missing or unexpected:
         raise ValueError(f"model: the saved weights do not fit it (missing {missing[:5]}, unexpected {unexpected[:5]})")
     model.eval()
     return model
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that rebuilds numpy arrays and plain containers and refuses every other
+    global, so reading a `.pdparams` file runs no code named in it."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "_reconstruct"), ("collections", "OrderedDict")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array part; refusing to load it")
+
+
+def load_params(file: str | Path) -> dict:
+    """A `.pdparams` state dict written by `paddle.save`, read without running code: numpy arrays
+    only (what `paddle.save` writes for a state dict), as Paddle tensors.
+
+    Raises:
+        ValueError: the file names anything else (a crafted or foreign pickle).
+    """
+    with open(file, "rb") as f:
+        try:
+            state = _ArraysOnly(f).load()
+        except pickle.UnpicklingError as e:
+            raise ValueError(f"path: {str(file)!r} is not a plain Paddle state dict ({e})") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"path: {str(file)!r} is not a Paddle state dict (a {type(state).__name__})")
+    state.pop("StructuredToParameterName@@", None)
+    return {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
 
 
 # ---- display / to_embedding_model --------------------------------------------------------------
