@@ -1,5 +1,6 @@
-"""Tests of finetuner.evaluation: metrics by hand, chunked top-k against brute force, and
-evaluate_embeddings end to end on toy sets."""
+"""Tests of finetuner.evaluation: metrics by hand (trec_eval's definitions), chunked top-k
+against brute force, and evaluate_embeddings end to end on toy sets. The comparison with
+pytrec_eval on a real run is in tests/test_retrieval.py."""
 
 from __future__ import annotations
 
@@ -37,20 +38,20 @@ def test_ranking_metrics_by_hand():
     # recall    = hits / R                 -> 1/3, 1/1, 0
     # hit                                  -> 1, 1, 0
     # MRR       = 1 / first hit rank       -> 1, 1/2, 0
-    # AP = sum P@i rel_i / min(2, R): q0 (P@1=1)/2 = 1/2; q1 (P@2=1/2)/1 = 1/2; q2 0
+    # AP = sum P@i rel_i / R (trec_eval's map_cut): q0 (P@1=1)/3 = 1/3; q1 (P@2=1/2)/1 = 1/2; q2 0
     # nDCG: q0 DCG 1, IDCG 1 + 1/log2(3); q1 DCG 1/log2(3), IDCG 1; q2 0
     expected_2 = {
         "precision": [1 / 2, 1 / 2, 0],
         "recall": [1 / 3, 1, 0],
         "hit": [1, 1, 0],
         "MRR": [1, 1 / 2, 0],
-        "mAP": [1 / 2, 1 / 2, 0],
+        "mAP": [1 / 3, 1 / 2, 0],
         "nDCG": [1 / (1 + L3), L3, 0],
     }
     # @4: q0 hits 2, q1 hits 1, q2 0
     # precision = hits / 4                 -> 1/2, 1/4, 0
     # recall                               -> 2/3, 1, 0
-    # AP: q0 (P@1=1 + P@3=2/3) / min(4, 3) = 5/9; q1 (1/2) / 1 = 1/2
+    # AP: q0 (P@1=1 + P@3=2/3) / 3 = 5/9; q1 (1/2) / 1 = 1/2
     # nDCG: q0 DCG 1 + 1/log2(4) = 1.5, IDCG 1 + 1/log2(3) + 1/2; q1 1/log2(3) / 1
     expected_4 = {
         "precision": [1 / 2, 1 / 4, 0],
@@ -70,7 +71,7 @@ def test_ranking_metrics_by_hand():
 def test_ranking_metrics_float_and_numpy_inputs():
     rel = np.array([[0.0, 1.0, 1.0]])
     m = ranking_metrics(rel, np.array([2]), ks=(3,))
-    # AP = (P@2 = 1/2 + P@3 = 2/3) / min(3, 2) = 7/12
+    # AP = (P@2 = 1/2 + P@3 = 2/3) / R = 7/12
     assert m["mAP@3"] == pytest.approx(7 / 12)
     assert m["precision@3"] == pytest.approx(2 / 3)
 
@@ -91,11 +92,38 @@ def test_ndcg_matches_sklearn_binary():
         assert ours == pytest.approx(theirs, abs=1e-6)
 
 
+def test_map_divides_by_r_not_min_k_r():
+    # one hit at rank 1 of 20 relevant items: trec_eval's map_cut_10 = 1/20 (not 1/10)
+    rel = torch.zeros(1, 10)
+    rel[0, 0] = 1
+    m = ranking_metrics(rel, torch.tensor([20]), ks=(10,))
+    assert m["mAP@10"] == pytest.approx(1 / 20) and m["recall@10"] == pytest.approx(1 / 20)
+
+
+def test_graded_ndcg_by_hand():
+    # ranked gains 1, 0, 2 with judged gains {2, 1, 1}: DCG = 1 + 2/log2(4) = 2,
+    # IDCG@3 = 2 + 1/log2(3) + 1/log2(4)
+    gains = torch.tensor([[1.0, 0.0, 2.0]])
+    m = ranking_metrics(gains >= 1, torch.tensor([3]), ks=(3,), gains=gains, ideal_gains=torch.tensor([[2.0, 1.0, 1.0]]))
+    assert m["nDCG@3"] == pytest.approx(2 / (2 + L3 + 0.5), abs=1e-6)
+    assert m["mAP@3"] == pytest.approx((1 + 2 / 3) / 3, abs=1e-6)
+
+
+def test_queries_without_relevant_items_score_zero():
+    # trec_eval: a query with R = 0 scores 0 on every measure (and counts in the mean)
+    rel = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    m = ranking_metrics(rel, torch.tensor([1, 0]), ks=(2,), per_query=True)
+    assert all(float(v[1]) == 0.0 for v in m.values())
+    assert ranking_metrics(rel, torch.tensor([1, 0]), ks=(2,))["nDCG@2"] == pytest.approx(0.5)
+
+
 def test_ranking_metrics_errors():
     with pytest.raises(ValueError, match="relevant: expected .*K >= max"):
         ranking_metrics(torch.ones(2, 3), torch.tensor([1, 1]), ks=(5,))
-    with pytest.raises(ValueError, match="num_relevant: expected every query"):
-        ranking_metrics(torch.ones(2, 3), torch.tensor([1, 0]), ks=(3,))
+    with pytest.raises(ValueError, match="num_relevant: expected counts >= 0"):
+        ranking_metrics(torch.ones(2, 3), torch.tensor([1, -1]), ks=(3,))
+    with pytest.raises(ValueError, match="gains: expected shape"):
+        ranking_metrics(torch.ones(2, 3), torch.tensor([1, 1]), ks=(3,), gains=torch.ones(2, 2))
     with pytest.raises(ValueError, match="num_relevant: expected shape"):
         ranking_metrics(torch.ones(2, 3), torch.tensor([1, 1, 1]), ks=(3,))
     with pytest.raises(ValueError, match="ks: expected"):
@@ -181,9 +209,9 @@ def test_evaluate_perfectly_separated():
     assert m["num_queries"] == 8
     for name in ("precision", "recall", "mAP", "nDCG", "MRR", "hit"):
         assert m[f"{name}@3"] == pytest.approx(1.0), name
-        if name != "recall":
+        if name not in ("recall", "mAP"):
             assert m[f"{name}@1"] == pytest.approx(1.0), name
-    assert m["recall@1"] == pytest.approx(1 / 3)  # 1 of 3 relevant items in the top 1
+    assert m["recall@1"] == m["mAP@1"] == pytest.approx(1 / 3)  # 1 of 3 relevant items in the top 1
 
 
 def test_evaluate_mixed_known_values():
@@ -261,15 +289,26 @@ def test_evaluate_pair_scores_threshold():
     assert m["num_queries"] == 4
 
 
+def test_evaluate_pair_scores_are_graded_gains_in_ndcg():
+    # query a (x=0) with b1 scored 0.4 at x=1 and b2 scored 0.8 at x=2: the ranking b1, b2 puts
+    # the smaller gain first. nDCG@2 = (0.4 + 0.8/log2(3)) / (0.8 + 0.4/log2(3))
+    labels = torch.tensor([[0, 1.0], [0, 0.4], [0, 0.8]])
+    emb = torch.tensor([[0.0], [1.0], [2.0]])
+    q, x = emb[:1], emb[1:]
+    m = evaluate_embeddings(q, labels[:1], x, labels[1:], ks=(2,), distance="euclidean")
+    assert m["nDCG@2"] == pytest.approx((0.4 + 0.8 * L3) / (0.8 + 0.4 * L3), abs=1e-6)
+    assert m["MRR@2"] == pytest.approx(1 / 2)  # only the 0.8 pair is relevant (>= 0.5)
+
+
 def test_count_relevant_chunked_equals_class_fast_path():
     gen = torch.Generator().manual_seed(4)
     classes = torch.randint(0, 4, (41,), generator=gen)
     as_pairs = torch.stack([classes.float(), torch.ones(41)], 1)  # same relation, general path
     for exclude_self in (False, True):
-        fast = _count_relevant(classes, classes, exclude_self=exclude_self, min_relevance=0.5,
-                               query_chunk=5, index_chunk=7)
-        chunked = _count_relevant(as_pairs, as_pairs, exclude_self=exclude_self, min_relevance=0.5,
+        fast, _ = _count_relevant(classes, classes, exclude_self=exclude_self, min_relevance=0.5,
                                   query_chunk=5, index_chunk=7)
+        chunked, _ = _count_relevant(as_pairs, as_pairs, exclude_self=exclude_self, min_relevance=0.5,
+                                     query_chunk=5, index_chunk=7)
         expected = (classes[:, None] == classes[None, :]).sum(1) - int(exclude_self)
         assert torch.equal(fast, expected) and torch.equal(chunked, expected)
 

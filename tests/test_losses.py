@@ -166,3 +166,66 @@ def test_loss_errors():
         InfoNCELoss(temperature=0)
     with pytest.raises(ValueError, match="neg_strategy"):
         EasyHardMiner("all", "medium")
+
+
+# ---- sentence-transformers' MultipleNegativesRankingLoss, exactly --------------------------------
+def _st_mnrl():
+    st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
+    return st_losses.MultipleNegativesRankingLoss(model=None, scale=20.0)
+
+
+def _rows(columns):
+    """Interleave columns [B, D] x C into one batch with session labels (anchor first)."""
+    b, c = columns[0].shape[0], len(columns)
+    emb = torch.stack(columns, 1).reshape(b * c, -1)
+    rel = torch.tensor([1.0, 1.0] + [0.0] * (c - 2)).repeat(b)
+    return emb, torch.stack([torch.arange(b).repeat_interleave(c).float(), rel], 1)
+
+
+@pytest.mark.parametrize("columns", [2, 3, 4])
+def test_mnrl_equals_sentence_transformers(columns):
+    from finetuner.losses import MultipleNegativesRankingLoss
+
+    gen = torch.Generator().manual_seed(columns)
+    cols = [torch.randn(6, 8, generator=gen) for _ in range(columns)]
+    theirs = _st_mnrl().compute_loss_from_embeddings(cols, None)
+    emb, labels = _rows(cols)
+    assert MultipleNegativesRankingLoss()(emb, labels).item() == pytest.approx(theirs.item(), abs=1e-5)
+    assert get_loss("MultipleNegativesRankingLoss")(emb, labels).item() == pytest.approx(theirs.item(), abs=1e-5)
+    # the anchor is the first item of its group in batch order, wherever the group sits
+    group_rank = torch.randperm(6, generator=gen)[labels[:, 0].long()]
+    order = torch.argsort(group_rank, stable=True)  # groups in another order, each still anchor first
+    assert MultipleNegativesRankingLoss()(emb[order], labels[order]).item() == pytest.approx(theirs.item(), abs=1e-5)
+    # InfoNCE is the two-direction form over every item: a different number
+    assert abs(InfoNCELoss()(emb, labels).item() - theirs.item()) > 1e-3
+
+
+def test_mnrl_anchors_mask_and_gradients_equal_sentence_transformers():
+    from finetuner.losses import MultipleNegativesRankingLoss
+
+    gen = torch.Generator().manual_seed(7)
+    a, p = torch.randn(5, 4, generator=gen), torch.randn(5, 4, generator=gen)
+    a1, p1 = a.clone().requires_grad_(), p.clone().requires_grad_()
+    _st_mnrl().compute_loss_from_embeddings([a1, p1], None).backward()
+    emb, labels = _rows([a, p])
+    emb.requires_grad_()
+    anchors = torch.arange(10) % 2 == 0
+    MultipleNegativesRankingLoss()(emb, labels, anchors=anchors).backward()
+    grad = emb.grad.view(5, 2, 4)
+    assert torch.allclose(grad[:, 0], a1.grad, atol=1e-6) and torch.allclose(grad[:, 1], p1.grad, atol=1e-6)
+    with pytest.raises(ValueError, match="anchors: expected shape"):
+        MultipleNegativesRankingLoss()(emb, labels, anchors=anchors[:4])
+    with pytest.raises(ValueError, match="scale"):
+        MultipleNegativesRankingLoss(scale=0)
+
+
+def test_cached_losses_carry_their_chunk_and_compute_the_same_loss():
+    from finetuner.losses import CachedInfoNCELoss, CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
+
+    emb, labels = _rows([torch.randn(4, 3), torch.randn(4, 3)])
+    cached = get_loss("CachedMultipleNegativesRankingLoss")
+    assert cached.mini_batch_size == 32 and CachedInfoNCELoss(mini_batch_size=8).mini_batch_size == 8
+    assert cached(emb, labels).item() == pytest.approx(MultipleNegativesRankingLoss()(emb, labels).item())
+    assert CachedInfoNCELoss()(emb, labels).item() == pytest.approx(InfoNCELoss()(emb, labels).item())
+    with pytest.raises(ValueError, match="mini_batch_size: expected an int >= 1"):
+        CachedMultipleNegativesRankingLoss(mini_batch_size=0)

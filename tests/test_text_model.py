@@ -109,3 +109,49 @@ def test_bad_model_paths(minilm, tmp_path):
         TextEncoder.from_pretrained(no_tok)
     with pytest.raises(ValueError, match="is a file"):
         TextEncoder.from_pretrained(Path(minilm) / "config.json")
+
+
+# ---- sub-batches by length and the checkpointed (GradCache) forward ---------------------------
+def test_length_groups_is_the_cheapest_cut():
+    import itertools
+
+    from finetuner.models.text import length_groups
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        lengths = rng.integers(3, 300, size=int(rng.integers(1, 9)))
+        groups = length_groups(lengths, forward_cost=40)
+        assert sorted(np.concatenate(groups).tolist()) == list(range(len(lengths)))
+        cost = sum(len(g) * lengths[g].max() + 40 for g in groups)
+        s = np.sort(lengths)
+        best = min(sum((b - a) * s[b - 1] + 40 for a, b in zip((0,) + cuts, cuts + (len(s),)))
+                   for r in range(len(s)) for cuts in itertools.combinations(range(1, len(s)), r))
+        assert cost == best
+    assert [len(g) for g in length_groups([5] * 10, max_size=4)] == [4, 4, 2]
+    # short queries and long documents: two sub-batches, not one padded to 200 tokens
+    assert [sorted(g.tolist()) for g in length_groups([12, 200, 10, 190, 14, 210])] == [[0, 2, 4], [1, 3, 5]]
+
+
+@pytest.mark.parametrize("split, mini_batch_size", [(True, None), (True, 2), (False, 3)])
+def test_split_and_checkpointed_forward_give_the_padded_gradient(minilm, split, mini_batch_size):
+    from finetuner.losses import InfoNCELoss
+
+    texts = ["What is a virus?", "A virus is a tiny infectious agent that replicates inside living cells " * 6,
+             "How does it spread?", "Mostly through respiratory droplets from coughs and sneezes " * 5, "Hi", "Hello"]
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+
+    def run(enc):
+        enc.eval()  # dropout off: the same function either way
+        emb = enc(texts)
+        InfoNCELoss()(emb, labels).backward()
+        return emb.detach(), {n: p.grad for n, p in enc.named_parameters() if p.grad is not None}
+
+    padded_emb, padded = run(TextEncoder.from_pretrained(minilm, max_length=64, split_by_length=False))
+    enc = TextEncoder.from_pretrained(minilm, max_length=64, split_by_length=split, mini_batch_size=mini_batch_size)
+    emb, grads = run(enc)
+    assert torch.allclose(emb, padded_emb, atol=1e-5)
+    assert grads.keys() == padded.keys()
+    for name, g in grads.items():
+        assert torch.allclose(g, padded[name], atol=2e-5, rtol=1e-4), name
+    real, computed = enc.token_counts
+    assert split is False or computed < 1.5 * real  # the split pads little (one batch: 6 x 64)

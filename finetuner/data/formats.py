@@ -10,7 +10,14 @@ The four labeled formats and how each row may look:
 |         |                               | {"anchor", "positive"} (score 1)                        |
 | triplet | (anchor, positive, negative)  | {"anchor", "positive", "negative"}                      |
 | session | (query, [(match, +1/-1), ..]) | {"query", "matches": [(m, +1/-1) or {"item", "label"}]} |
-|         |                               | or {"query", "positives": [...], "negatives": [...]}    |
+|         | (query, [positives], [negatives]) | or {"query", "positives": [...], "negatives": [...]} |
+|         | (query, [positives])          |                                                         |
+|         | (query, positive, [negatives])|                                                         |
+|         | (query, positive, negative_1, negative_2, ...) (4 or more texts)                       |
+
+Query -> corpus data also comes as `RetrievalData` or a BEIR folder (corpus.jsonl, queries.jsonl,
+qrels/train.tsv; `finetuner.data.retrieval`): each query of the split with its relevant
+documents as positives and its judged non-relevant ones as negatives (session format).
 
 A 2-tuple whose label is a string is taken as class format when labels repeat (fewer distinct
 labels than half the rows), else as an (anchor, positive) pair: pass `format=` to decide.
@@ -27,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from .labeled import FORMATS, LabeledData
-from .readers import is_dataframe, is_hf_dataset, read_table
+from .readers import RowError, is_dataframe, is_hf_dataset, locate, read_table
+from .retrieval import RetrievalData, beir_eval_split, is_beir_folder, load_beir
 
 ITEM_KEYS = ("item", "text", "image", "x", "input", "content", "sentence")
 LABEL_KEYS = ("label", "class", "y", "target")
@@ -40,7 +48,8 @@ def to_labeled(data: Any, format: str | None = None, name: str = "train_data") -
 
     Args:
         data: a `LabeledData`; a tuple `(X, y)` of numpy arrays (class format); a pandas
-            DataFrame; a `datasets.Dataset`; a path to a .csv / .tsv / .jsonl / .json file; or a
+            DataFrame; a `datasets.Dataset`; a path to a .csv / .tsv / .jsonl / .json file; a
+            `RetrievalData` or a BEIR folder (its "train" qrels; session format); or a
             sequence of tuples or dicts in one of the formats of this module's table.
         format: "class", "pair", "triplet" or "session"; None detects it from the first row.
         name: the argument's name, used in error messages ("train_data" or "eval_data").
@@ -50,29 +59,61 @@ def to_labeled(data: Any, format: str | None = None, name: str = "train_data") -
 
     Raises:
         ValueError: empty data, rows of mixed formats, a missing label, scores outside [0, 1],
-            an unknown format; each message names `name` and the offending row.
+            an unknown format; each message names `name` and the offending row: for a file
+            the file and its line (`readers.locate`), for a DataFrame or a `datasets.Dataset`
+            its row.
         TypeError: a kind of data this function does not read.
     """
     if format is not None and format not in FORMATS:
         raise ValueError(f"format: expected one of {FORMATS} or None, got {format!r}")
     if isinstance(data, LabeledData):
         out = data
-    elif isinstance(data, (str, os.PathLike)):
-        out = _from_frame(read_table(Path(data), name), format, name)
-    elif _is_xy(data):
-        out = _from_xy(data[0], data[1], name)
-    elif is_dataframe(data):
-        out = _from_frame(data, format, name)
-    elif is_hf_dataset(data):
-        out = _from_frame(data.to_pandas(), format, name)
-    elif isinstance(data, Sequence) or hasattr(data, "__iter__"):
-        out = _from_rows(list(data), format, name)
+    elif isinstance(data, RetrievalData) or is_beir_folder(data) or (
+            isinstance(data, (str, os.PathLike)) and Path(data).is_dir()):  # a folder: BEIR's layout, else its error
+        retrieval = data if isinstance(data, RetrievalData) else load_beir(data, "train", name)
+        rows = retrieval.to_rows()
+        if not rows:
+            raise ValueError(f"{name}: no query of {retrieval!r} has a relevant document (grade >= 1); "
+                             "expected at least one to train on")
+        out = _from_rows(rows, "session", name)
     else:
-        raise TypeError(f"{name}: expected a list of tuples or dicts, (X, y) arrays, a DataFrame, a "
-                        f"datasets.Dataset or a file path, got {type(data).__name__}")
+        if isinstance(data, (str, os.PathLike)):
+            data = read_table(Path(data), name)  # a frame that knows its file and lines, for the messages
+        try:
+            out = _convert(data, format, name)
+        except RowError as e:
+            raise locate(e, data) from e
     if len(out) == 0:
         raise ValueError(f"{name}: the data is empty; expected at least two labeled items")
     return out
+
+
+def to_eval_data(data: Any, name: str = "eval_data") -> LabeledData | RetrievalData:
+    """Eval data as `fit` and `evaluate` score it: `RetrievalData` as it is; a BEIR folder as
+    its "test" split (else "dev"), both scored query -> corpus; anything else through
+    `to_labeled` (each item against the others).
+
+    Raises:
+        ValueError / TypeError: as `to_labeled` and `finetuner.data.retrieval.load_beir`.
+    """
+    if isinstance(data, RetrievalData):
+        return data
+    if is_beir_folder(data):
+        return load_beir(data, beir_eval_split(data, name), name)
+    return to_labeled(data, None, name)
+
+
+def _convert(data: Any, format: str | None, name: str) -> LabeledData:
+    if _is_xy(data):
+        return _from_xy(data[0], data[1], name)
+    if is_dataframe(data):
+        return _from_frame(data, format, name)
+    if is_hf_dataset(data):
+        return _from_frame(data.to_pandas(), format, name)
+    if isinstance(data, Sequence) or hasattr(data, "__iter__"):
+        return _from_rows(list(data), format, name)
+    raise TypeError(f"{name}: expected a list of tuples or dicts, (X, y) arrays, a DataFrame, a "
+                    f"datasets.Dataset or a file path, got {type(data).__name__}")
 
 
 # ---- detection helpers -----------------------------------------------------------------
@@ -113,7 +154,7 @@ def _stack_items(items: list) -> Any:
 def _class_data(items: list, labels: list, name: str) -> LabeledData:
     for i, y in enumerate(labels):
         if _is_missing(y):
-            raise ValueError(f"{name}: row {i} has no label; every item of class format needs a class label")
+            raise RowError(name, i, "has no label; every item of class format needs a class label")
     if all(_is_int_label(y) for y in labels):
         groups, names = np.asarray([int(y) for y in labels], dtype=np.int64), None
     else:
@@ -138,23 +179,23 @@ def _grouped(rows: list[list[tuple[Any, float]]], fmt: str) -> LabeledData:
 
 def _score(v, name: str, i: int) -> float:
     if _is_missing(v):
-        raise ValueError(f"{name}: row {i} has no score; pair format needs a score in [0, 1]")
+        raise RowError(name, i, "has no score; pair format needs a score in [0, 1]")
     s = float(v)
     if s == -1.0:  # +1 / -1 labels as in session format
         return 0.0
     if not 0.0 <= s <= 1.0:
-        raise ValueError(f"{name}: row {i} has score {s}; expected a score in [0, 1] (or +1/-1): "
-                         "rescale scores such as STS's 0-5 first")
+        raise RowError(name, i, f"has score {s}; expected a score in [0, 1] (or +1/-1): rescale scores such as "
+                       "STS's 0-5 first")
     return s
 
 
 def _relevance(v, name: str, i: int) -> float:
     if _is_missing(v):
-        raise ValueError(f"{name}: a match in session {i} has no label; expected +1 (relevant) or -1 (irrelevant)")
+        raise RowError(name, i, "has a match without a label; expected +1 (relevant) or -1 (irrelevant)")
     s = float(v)
     if s in (1.0, -1.0, 0.0):
         return 1.0 if s == 1.0 else 0.0
-    raise ValueError(f"{name}: a match in session {i} has label {v!r}; expected +1 (relevant) or -1 (irrelevant)")
+    raise RowError(name, i, f"has a match labelled {v!r}; expected +1 (relevant) or -1 (irrelevant)")
 
 
 def _from_xy(X, y, name: str) -> LabeledData:
@@ -177,18 +218,24 @@ def _row_format(row, name: str, i: int) -> str:
             return "pair"
         if keys & set(LABEL_KEYS):
             return "class"
-        raise ValueError(f"{name}: row {i} has keys {sorted(keys)}; expected the keys of one format: "
-                         f"class {{item, label}}, pair {{a, b, score}}, triplet {{anchor, positive, negative}}, "
-                         f"session {{query, matches}}")
+        raise RowError(name, i, f"has keys {sorted(keys)}; expected the keys of one format: class {{item, label}}, "
+                       "pair {a, b, score}, triplet {anchor, positive, negative}, session {query, matches}")
     if isinstance(row, (tuple, list)):
         if len(row) == 2 and isinstance(row[1], (list, tuple)) and row[1] and isinstance(row[1][0], (tuple, list, Mapping)):
             return "session"
+        if len(row) in (2, 3) and all(_is_text_list(x) for x in row[1:]) and (len(row) == 3 or row[1]):
+            return "session"  # (query, [positives][, [negatives]])
+        if len(row) == 3 and isinstance(row[1], str) and _is_text_list(row[2]):
+            return "session"  # (query, positive, [negatives])
         if len(row) == 2:
             return "class"
         if len(row) == 3:
             return "pair" if _is_number(row[2]) else "triplet"
-    raise ValueError(f"{name}: row {i} is a {type(row).__name__} of length {len(row) if hasattr(row, '__len__') else '?'}; "
-                     "expected (item, label), (a, b, score), (anchor, positive, negative), (query, matches) or a dict")
+        if len(row) > 3 and all(isinstance(x, str) for x in row):
+            return "session"  # (query, positive, negative_1, ..., negative_n)
+    raise RowError(name, i, f"is a {type(row).__name__} of length {len(row) if hasattr(row, '__len__') else '?'}; "
+                     "expected (item, label), (a, b, score), (anchor, positive, negative), (query, matches), "
+                     "(query, [positives], [negatives]) or a dict")
 
 
 def _from_rows(rows: list, format: str | None, name: str) -> LabeledData:
@@ -199,7 +246,7 @@ def _from_rows(rows: list, format: str | None, name: str) -> LabeledData:
         for i, row in enumerate(rows):
             f = _row_format(row, name, i)
             if f != format:
-                raise ValueError(f"{name}: mixed formats: row 0 is {format} format but row {i} is {f} format")
+                raise RowError(name, i, f"is {f} format but row 0 is {format} format (mixed formats: one per data set)")
         if format == "class" and isinstance(rows[0], (tuple, list)) and isinstance(rows[0][1], str):
             labels = [r[1] for r in rows]
             if len(set(labels)) > len(labels) / 2:
@@ -223,7 +270,7 @@ def _from_rows(rows: list, format: str | None, name: str) -> LabeledData:
             else:
                 a, b, s = (r[0], r[1], r[2] if len(r) > 2 else 1.0)
             if _is_missing(a) or _is_missing(b):
-                raise ValueError(f"{name}: row {i} is a pair with a missing side")
+                raise RowError(name, i, "is a pair with a missing side; expected two items and a score")
             groups.append([(a, 1.0), (b, _score(s, name, i))])
         return _grouped(groups, "pair")
     if format == "triplet":
@@ -241,11 +288,29 @@ def _from_rows(rows: list, format: str | None, name: str) -> LabeledData:
                 members += [_match(m, name, i) for m in r["matches"]]
             members += [(m, 1.0) for m in r.get("positives", [])] + [(m, 0.0) for m in r.get("negatives", [])]
         else:
-            members = [(r[0], 1.0)] + [_match(m, name, i) for m in r[1]]
+            members = [(r[0], 1.0)] + _tuple_members(r, name, i)
         if len(members) < 2:
-            raise ValueError(f"{name}: session {i} has no matches; expected a query with labeled matches")
+            raise RowError(name, i, "is a session without matches; expected a query with labeled matches")
         groups.append(members)
     return _grouped(groups, "session")
+
+
+def _is_text_list(x) -> bool:
+    return isinstance(x, (list, tuple)) and all(isinstance(t, str) for t in x)
+
+
+def _tuple_members(r, name: str, i: int) -> list[tuple[Any, float]]:
+    """The matches of a session row given as a tuple (see the table of this module)."""
+    if len(r) == 2 and isinstance(r[1], (list, tuple)) and r[1] and isinstance(r[1][0], (tuple, list, Mapping)):
+        return [_match(m, name, i) for m in r[1]]
+    if len(r) in (2, 3) and all(_is_text_list(x) for x in r[1:]):
+        return [(m, 1.0) for m in r[1]] + [(m, 0.0) for m in (r[2] if len(r) == 3 else ())]
+    if len(r) == 3 and isinstance(r[1], str):
+        return [(r[1], 1.0)] + [(m, 0.0) for m in r[2]]
+    if len(r) > 3:
+        return [(r[1], 1.0)] + [(m, 0.0) for m in r[2:]]
+    raise ValueError(f"{name}: session {i} is {type(r).__name__} of length {len(r)}; expected (query, matches), "
+                     "(query, [positives], [negatives]) or (query, positive, [negatives])")
 
 
 def _match(m, name: str, i: int) -> tuple[Any, float]:
@@ -269,7 +334,8 @@ def _pick_key(row: Mapping, preferred: tuple, name: str, exclude: tuple = ()) ->
 
 def _from_frame(df, format: str | None, name: str) -> LabeledData:
     cols = set(df.columns)
-    if format is None and len(cols) == 2 and not cols & set(LABEL_KEYS) and not any(set(p) <= cols for p in PAIR_KEYS):
+    pairs = PAIR_KEYS + (("anchor", "positive"),)  # the dict forms of pair rows (see the table above)
+    if format is None and len(cols) == 2 and not cols & set(LABEL_KEYS) and not any(set(p) <= cols for p in pairs):
         raise ValueError(f"{name}: cannot tell the format from columns {sorted(cols)}; name the label column "
                          f"'label' or pass format=")
     if format == "class" or (format is None and cols & set(LABEL_KEYS) and len(cols) == 2):

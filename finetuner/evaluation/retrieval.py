@@ -1,4 +1,4 @@
-"""Retrieval evaluation of embeddings: rank the index for every query, score the rankings.
+"""Retrieval evaluation of labeled embeddings: rank the index for every query, score the rankings.
 
 Which items are relevant to a query comes from `finetuner.data.relation.relation_matrix`, the
 one rule shared with the losses, so every label format (class, session, pair, triplet) is
@@ -14,18 +14,19 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from finetuner.data.relation import relation_matrix, split_labels
+from finetuner.data.relation import UNKNOWN, relation_matrix, split_labels
 from finetuner.evaluation.metrics import check_ks, ranking_metrics
 from finetuner.evaluation.topk import _as_matrix, _check_options, chunked_topk
 
 
 def _as_labels(labels, name: str, n: int) -> torch.Tensor:
-    """`labels` as a CPU tensor, int64 [n] (class ids) or float32 [n, 2]; ValueError otherwise."""
+    """`labels` as a CPU tensor, int64 [n] (class ids) or [n, 2] (int64 from `pack_labels`, or
+    float32); ValueError otherwise."""
     t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).detach().cpu()
     if t.dim() == 1:
         t = t.long()
     elif t.dim() == 2 and t.shape[1] == 2:
-        t = t.float()
+        t = t if not t.is_floating_point() else t.float()  # int64: exact ids (data.relation.pack_labels)
     else:
         raise ValueError(
             f"{name}: expected shape [N] (class ids) or [N, 2] (group, relevance), got {tuple(t.shape)}"
@@ -43,26 +44,36 @@ def _count_relevant(
     min_relevance: float,
     query_chunk: int,
     index_chunk: int,
-) -> torch.Tensor:
-    """int64 [Q]: how many index items are relevant to each query (itself excluded when
-    `exclude_self`), the recall / AP / nDCG denominator."""
+    top: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(int64 [Q], float32 [Q, top] or None): how many index items are relevant to each query
+    (itself excluded when `exclude_self`), the recall / AP denominator; and, with `top` > 0 and
+    labels that carry relevance, each query's `top` largest gains (relations clamped at 0,
+    sorted best first) for the ideal DCG. Class labels give None: their gains are all 1."""
     if query_labels.dim() == 1 and index_labels.dim() == 1:
         # class labels: relevant == same class, so a per-class count is exact and O(Q + N)
         classes, inverse = torch.unique(torch.cat([query_labels, index_labels]), return_inverse=True)
         per_class = torch.bincount(inverse[query_labels.shape[0] :], minlength=classes.shape[0])
-        return per_class[inverse[: query_labels.shape[0]]] - int(exclude_self)
+        return per_class[inverse[: query_labels.shape[0]]] - int(exclude_self), None
     counts = torch.zeros(query_labels.shape[0], dtype=torch.int64)
+    best = torch.zeros(query_labels.shape[0], top)
     for q0 in range(0, query_labels.shape[0], query_chunk):
         ql = query_labels[q0 : q0 + query_chunk]
+        best_q = best[q0 : q0 + ql.shape[0]]
         for x0 in range(0, index_labels.shape[0], index_chunk):
-            rel = relation_matrix(ql, index_labels[x0 : x0 + index_chunk]) >= min_relevance
+            relation = relation_matrix(ql, index_labels[x0 : x0 + index_chunk])
             if exclude_self:
-                lo, hi = max(q0, x0), min(q0 + ql.shape[0], x0 + rel.shape[1])
+                lo, hi = max(q0, x0), min(q0 + ql.shape[0], x0 + relation.shape[1])
                 if lo < hi:
                     rows = torch.arange(lo, hi)
-                    rel[rows - q0, rows - x0] = False
-            counts[q0 : q0 + ql.shape[0]] += rel.sum(1)
-    return counts
+                    relation[rows - q0, rows - x0] = UNKNOWN
+            counts[q0 : q0 + ql.shape[0]] += (relation >= min_relevance).sum(1)
+            if top:
+                cand = torch.cat([best_q, relation.clamp_min(0.0)], 1)
+                best_q = torch.topk(cand, top, dim=1).values
+        if top:
+            best[q0 : q0 + ql.shape[0]] = best_q
+    return counts, (best if top else None)
 
 
 def _paired_relation(labels_a: torch.Tensor, labels_b: torch.Tensor, block: int = 64) -> torch.Tensor:
@@ -93,19 +104,23 @@ def evaluate_embeddings(
     index_chunk: int = 16384,
     min_relevance: float = 0.5,
 ) -> dict:
-    """Retrieval metrics of embeddings: each query ranks the index by distance, and the
-    ranking is scored against the labels (see `finetuner.evaluation.metrics` for the metric
-    definitions and sources).
+    """Retrieval metrics of embeddings, each item against an index of labeled items: each
+    query ranks the index by distance, and the ranking is scored against the labels with
+    trec_eval's definitions (`finetuner.evaluation.metrics`). For a query -> corpus set with
+    qrels (BEIR layout, `RetrievalData`) use `finetuner.evaluation.evaluate_retrieval`.
 
-    Relevance: an index item is relevant to a query when their relation
-    (`finetuner.data.relation.relation_matrix`) is >= `min_relevance` (default 0.5). For
-    class, session and triplet labels the relation is 1 or 0, so this is exactly
-    "relation == 1"; for pair labels a soft score is read as a probability of relevance and
-    counts when >= 0.5. UNKNOWN (-1) pairs (two irrelevant matches of one session) and
-    negatives (0) are never relevant; they stay in the ranking as non-relevant results.
+    Relevance: an index item's gain for a query is their relation
+    (`finetuner.data.relation.relation_matrix`) clamped at 0: 1 for the same class or a
+    relevant match of the query's session, a pair's score for pair labels, else 0. nDCG uses
+    these graded gains; the binary metrics (precision, recall, MAP, MRR, hit) count an item as
+    relevant when its relation is >= `min_relevance` (default 0.5; for class, session and
+    triplet labels the relation is 1 or 0, so this is exactly "relation == 1"). UNKNOWN (-1)
+    pairs (two irrelevant matches of one session) and negatives (0) are never relevant; they
+    stay in the ranking as non-relevant results.
 
-    Queries with no relevant item in the index are skipped (recall, AP and nDCG are undefined
-    for them) with one warning saying how many.
+    An item with no relevant item in the index is not a query here (it is not in the
+    "qrels") and is left out, with one warning saying how many: e.g. a session's irrelevant
+    matches, or a class with a single item.
 
     Args:
         query_embeddings: float tensor or array [Q, D].
@@ -116,7 +131,7 @@ def evaluate_embeddings(
         ks: cut-offs k for the metrics, ints >= 1.
         distance: "cosine", "euclidean" or "sqeuclidean" (see `chunked_topk`).
         query_chunk, index_chunk: block sizes; peak extra memory ~ query_chunk * index_chunk * 4 bytes.
-        min_relevance: relation threshold for "relevant", in (0, 1].
+        min_relevance: relation threshold for "relevant" in the binary metrics, in (0, 1].
 
     Returns:
         dict: "precision@k", "recall@k", "mAP@k", "nDCG@k", "MRR@k", "hit@k" (python floats,
@@ -129,7 +144,7 @@ def evaluate_embeddings(
             no query has any relevant item (message starts with "eval_data").
 
     Warns:
-        UserWarning: some (not all) queries have no relevant item and were skipped.
+        UserWarning: some (not all) items have no relevant item and were left out.
     """
     ks = check_ks(ks)
     _check_options(distance, query_chunk, index_chunk)  # before the (possibly long) counting
@@ -150,11 +165,11 @@ def evaluate_embeddings(
         i_labels = _as_labels(index_labels, "index_labels", index.shape[0])
     if q_labels.dim() != i_labels.dim():
         # mixed forms: compare both as (group, relevance)
-        q_labels, i_labels = (torch.stack([g.float(), r], 1) for g, r in map(split_labels, (q_labels, i_labels)))
+        q_labels, i_labels = (pack_labels(g, r) for g, r in map(split_labels, (q_labels, i_labels)))
 
-    num_relevant = _count_relevant(
+    num_relevant, ideal = _count_relevant(
         q_labels, i_labels, exclude_self=exclude_self, min_relevance=min_relevance,
-        query_chunk=query_chunk, index_chunk=index_chunk,
+        query_chunk=query_chunk, index_chunk=index_chunk, top=max(ks),
     )
     scored = num_relevant > 0
     num_scored = int(scored.sum())
@@ -180,10 +195,11 @@ def evaluate_embeddings(
     else:
         _, idx = chunked_topk(queries[scored], index, max(ks), distance=distance,
                               query_chunk=query_chunk, index_chunk=index_chunk)
-    relevant = _paired_relation(q_labels[scored], i_labels[idx]) >= min_relevance
-    if relevant.shape[1] < max(ks):
+    relation = _paired_relation(q_labels[scored], i_labels[idx])
+    if relation.shape[1] < max(ks):
         # fewer candidates than k: the missing ranks are misses
-        relevant = torch.cat([relevant, relevant.new_zeros(relevant.shape[0], max(ks) - relevant.shape[1])], 1)
-    metrics = ranking_metrics(relevant, num_relevant[scored], ks)
+        relation = torch.cat([relation, relation.new_zeros(relation.shape[0], max(ks) - relation.shape[1])], 1)
+    metrics = ranking_metrics(relation >= min_relevance, num_relevant[scored], ks, gains=relation.clamp_min(0.0),
+                              ideal_gains=None if ideal is None else ideal[scored])
     metrics["num_queries"] = num_scored
     return metrics

@@ -10,6 +10,7 @@ from .distances import (DISTANCES, CosineDistance, Distance, EuclideanDistance, 
                         paired_distance, pairwise_distance)
 from .infonce import InfoNCELoss
 from .miners import AllMiner, EasyHardMiner, EasyMiner, HardMiner, SemiHardMiner, get_miner
+from .multiple_negatives import CachedInfoNCELoss, CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
 from .siamese import SiameseLoss
 from .triplet import TripletLoss
 
@@ -18,8 +19,9 @@ LOSSES = {
     "TripletLoss": TripletLoss,
     "InfoNCELoss": InfoNCELoss,
     "CoSENTLoss": CoSENTLoss,
-    # the sentence-transformers name for the same loss
-    "MultipleNegativesRankingLoss": InfoNCELoss,
+    "MultipleNegativesRankingLoss": MultipleNegativesRankingLoss,  # sentence-transformers' definition
+    "CachedInfoNCELoss": CachedInfoNCELoss,
+    "CachedMultipleNegativesRankingLoss": CachedMultipleNegativesRankingLoss,
 }
 
 
@@ -44,8 +46,8 @@ def get_loss(loss, **kwargs) -> Callable:
 
 
 __all__ = [
-    "AllMiner", "CoSENTLoss", "CosineDistance", "DISTANCES", "Distance", "EuclideanDistance", "SquaredEuclideanDistance",
+    "AllMiner", "CachedInfoNCELoss", "CachedMultipleNegativesRankingLoss", "CoSENTLoss", "CosineDistance", "DISTANCES", "Distance", "EuclideanDistance", "SquaredEuclideanDistance",
     "get_distance", "EasyHardMiner", "EasyMiner", "HardMiner", "InfoNCELoss", "LOSSES",
-    "MetricLoss", "SemiHardMiner", "SiameseLoss", "TripletLoss", "get_loss", "get_miner",
+    "MetricLoss", "MultipleNegativesRankingLoss", "SemiHardMiner", "SiameseLoss", "TripletLoss", "get_loss", "get_miner",
     "paired_distance", "pairwise_distance",
 ]

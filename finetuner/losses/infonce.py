@@ -1,4 +1,4 @@
-"""In-batch-negative loss (InfoNCE / multiple negatives ranking)."""
+"""In-batch-negative loss over every item of the batch (InfoNCE in both directions)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from .base import MetricLoss
 
 
 class InfoNCELoss(MetricLoss):
-    """Softmax cross-entropy of each positive against the anchor's in-batch negatives.
+    """Softmax cross-entropy of each positive against the anchor's in-batch negatives, with
+    every item of the batch an anchor (so a (query, document) pair is scored in both
+    directions, and queries are negatives of other queries too).
 
-    For every positive pair (a, p):
+    For every ordered positive pair (a, p):
         l(a, p) = -log( exp(sim(a, p) / t) / (exp(sim(a, p) / t) + sum_n exp(sim(a, n) / t)) )
     averaged over positive pairs, where n runs over the items whose relation to a is negative
     (van den Oord et al., 2018, CPC / InfoNCE; Henderson et al., 2017, multiple negatives
     ranking). sim = 1 - distance, so with "cosine" it is the cosine similarity. Other positives
     of the anchor and items of unknown relation are never used as its negatives, so several
-    positives per anchor are allowed (unlike a plain cross-entropy over the batch).
+    positives per anchor are allowed (unlike a plain cross-entropy over the batch). The
+    one-direction form of sentence-transformers is `MultipleNegativesRankingLoss`.
 
     Args:
         temperature: t > 0; smaller sharpens the softmax. 0.05 (scale 20) is the usual choice

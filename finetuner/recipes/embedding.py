@@ -15,9 +15,11 @@ import torch
 from ..config import TrainArgs
 from ..console import verbosity
 from ..data.dataset import Collate, LabeledDataset
-from ..data.formats import to_labeled
+from ..data.formats import to_eval_data, to_labeled
 from ..data.labeled import LabeledData
+from ..data.retrieval import RetrievalData
 from ..data.samplers import GroupBatchSampler
+from ..engine.distributed import gather_in_batch
 from ..engine.predict import check_embeddings, embed_batches
 from ..losses import get_loss
 from .finish import finish
@@ -29,7 +31,7 @@ from .run import optimizer_for, prepare, standard_callbacks, train
 DEFAULT_MARGIN = 0.5
 DEFAULTS = TrainArgs(epochs=10, batch_size=256, learning_rate=1e-3, optimizer="adam", scheduler="cosine",
                      precision="fp32", eval_batch_size=512)
-IN_BATCH = ("InfoNCELoss", "MultipleNegativesRankingLoss")
+IN_BATCH = ("InfoNCELoss", "MultipleNegativesRankingLoss", "CachedInfoNCELoss", "CachedMultipleNegativesRankingLoss")
 
 
 def check_train_data(data: LabeledData, name: str = "train_data") -> None:
@@ -92,7 +94,9 @@ def fit_embedding(
 
     Args:
         model: a `torch.nn.Module` mapping a batch of items to a float tensor [B, D].
-        train_data / eval_data: labeled data in any form `finetuner.data.formats.to_labeled` reads.
+        train_data: labeled data in any form `finetuner.data.formats.to_labeled` reads.
+        eval_data: the same, scored item against items; or `RetrievalData` / a BEIR folder,
+            scored query -> corpus (`evaluate`).
         loss, miner, distance, margin, num_items_per_class, preprocess_fn, collate_fn, format,
             ks: see `finetuner.fit`.
         batch_sampler: a batch sampler over the train items used instead of `GroupBatchSampler`
@@ -118,7 +122,7 @@ def fit_embedding(
         accelerator, precision = prepare(args)
         train_set = to_labeled(train_data, format, "train_data")
         check_train_data(train_set)
-        evald = to_labeled(eval_data, None, "eval_data") if eval_data is not None else None
+        evald = to_eval_data(eval_data) if eval_data is not None else None
         loss_fn = build_loss(loss, distance, margin, miner)
         metric_distance = getattr(loss_fn, "distance", None) or distance or "cosine"
         if train_set.format == "class" and num_items_per_class < 2:
@@ -133,38 +137,38 @@ def fit_embedding(
 
         kept: dict = {}  # the eval embeddings before and after, for the report
 
-        def evaluate(m: torch.nn.Module) -> dict:
-            from ..evaluation import evaluate_embeddings
-
-            emb = embed_batches(m, evald, batch_size=args.eval_batch_size, preprocess_fn=preprocess_fn,
-                                collate_fn=collate_fn)
+        def evaluate_fn(m: torch.nn.Module) -> dict:
+            metrics, emb = evaluate(m, evald, ks=ks, distance=metric_distance, batch_size=args.eval_batch_size,
+                                    preprocess_fn=preprocess_fn, collate_fn=collate_fn, loss_fn=loss_fn,
+                                    loss_batch_size=args.batch_size * accelerator.num_processes,  # global batch
+                                    num_items_per_class=num_items_per_class,
+                                    seed=args.seed, eval_metrics=eval_metrics)
             kept.setdefault("before", emb)
             kept["after"] = emb
-            labels = torch.from_numpy(evald.labels())
-            metrics = {"eval_loss": eval_loss(loss_fn, emb, labels, evald, args.batch_size, num_items_per_class,
-                                              args.seed)}
-            metrics.update(evaluate_embeddings(emb, labels, ks=tuple(ks), distance=metric_distance))
-            if eval_metrics is not None:
-                metrics.update(eval_metrics(emb, evald))
             return metrics
 
-        metrics_before = evaluate(model) if evald is not None else {}
+        metrics_before = evaluate_fn(model) if evald is not None else {}
         optimizer, scheduler = optimizer_for(model, args, len(sampler))
-        monitor = "eval_loss" if evald is not None else "train_loss"
-        run = train(model, loader, compute_loss or (lambda m, batch: loss_fn(m(batch[0]), batch[1])), args=args,
+        monitor = ("eval_loss" if isinstance(evald, LabeledData) else f"nDCG@{tuple(ks)[0]}") if evald is not None \
+            else "train_loss"
+        in_batch = lambda m, batch: loss_fn(*gather_in_batch(m(batch[0]), batch[1]))  # noqa: E731 (engine.distributed)
+        run = train(model, loader, compute_loss or in_batch, args=args,
                     accelerator=accelerator, optimizer=optimizer, scheduler=scheduler,
-                    callbacks=standard_callbacks(args, monitor), evaluate=evaluate if evald is not None else None,
+                    callbacks=standard_callbacks(args, monitor), evaluate=evaluate_fn if evald is not None else None,
                     sampler=sampler, precision=precision)
         result = FitResult(run.model, run.state.history, metrics_before, run.metrics_after, settings={
             "task": "embedding", "table_title": "retrieval metrics on eval_data", **args.to_dict(),
             "precision": precision, "loss": repr(loss_fn), "num_items_per_class": num_items_per_class,
-            "train_items": len(train_set), "train_format": train_set.format, "eval_items": len(evald) if evald else 0})
+            "train_items": len(train_set), "train_format": train_set.format, "eval_items": len(evald) if evald else 0,
+            **({"eval_corpus": len(evald.corpus), "eval_queries_without_relevant": len(evald.unjudged_queries())}
+               if isinstance(evald, RetrievalData) else {})})
 
         def write_report(out):
             from ..report import build_report, save_report_data
 
             if "before" in kept:
-                save_report_data(out, evald, kept["before"], kept["after"], distance=metric_distance, seed=args.seed)
+                view, before, after = report_view(evald, kept["before"], kept["after"])
+                save_report_data(out, view, before, after, distance=metric_distance, seed=args.seed)
             return build_report(out, seed=args.seed)
 
         return finish(result, args, is_main_process=accelerator.is_main_process, write_report=write_report)
@@ -178,6 +182,63 @@ def _check_first_batch(model: torch.nn.Module, loss_fn: Callable, batch) -> None
         emb = model(inputs)
         check_embeddings(emb, len(labels))
         loss_fn(emb, labels)
+
+
+def evaluate(model: torch.nn.Module, data: LabeledData | RetrievalData, *, ks: Sequence[int] = (10,),
+             distance: str = "cosine", batch_size: int = 256, preprocess_fn: Callable | None = None,
+             collate_fn: Callable | None = None, loss_fn: Callable | None = None, loss_batch_size: int = 256,
+             num_items_per_class: int = 4, seed: int = 0, eval_metrics: Callable | None = None) -> tuple[dict, Any]:
+    """The eval metrics of `model` and the embeddings they came from.
+
+    `RetrievalData`: the queries and the corpus are embedded and scored query -> corpus with
+    trec_eval's metrics (`finetuner.evaluation.evaluate_retrieval`); embeddings (queries
+    [Q, D], corpus [N, D]). `LabeledData`: every item is a query against the others
+    (`evaluate_embeddings`), plus "eval_loss" (the training loss, batched as in training,
+    with `loss_fn`) and `eval_metrics(embeddings, data)`; embeddings [N, D].
+
+    Returns:
+        (metrics dict of floats, embeddings).
+    """
+    from ..evaluation import evaluate_embeddings, evaluate_retrieval
+
+    def embed(items: Any) -> torch.Tensor:
+        items = items if isinstance(items, LabeledData) else LabeledData(items, np.zeros(len(items), np.int64))
+        return embed_batches(model, items, batch_size=batch_size, preprocess_fn=preprocess_fn, collate_fn=collate_fn)
+
+    if isinstance(data, RetrievalData):
+        q, c = embed(list(data.queries.values())), embed(list(data.corpus.values()))
+        metrics = evaluate_retrieval(q, c, data, ks=tuple(ks), distance=distance)
+        metrics.pop("queries_without_relevant")  # a property of the data: fit's settings hold it
+        return metrics, (q, c)
+    emb = embed(data)
+    labels = torch.from_numpy(data.labels())
+    metrics = {} if loss_fn is None else {
+        "eval_loss": eval_loss(loss_fn, emb, labels, data, loss_batch_size, num_items_per_class, seed)}
+    metrics.update(evaluate_embeddings(emb, labels, ks=tuple(ks), distance=distance))
+    if eval_metrics is not None:
+        metrics.update(eval_metrics(emb, data))
+    return metrics, emb
+
+
+def report_view(data: LabeledData | RetrievalData, before: Any, after: Any) -> tuple[LabeledData, Any, Any]:
+    """What the report draws: labeled data as it is; for `RetrievalData`, each query with a
+    relevant document as a session (the query, then its judged documents) and the rows of
+    the query / corpus embeddings those items have."""
+    if not isinstance(data, RetrievalData):
+        return data, before, after
+    q_pos, d_pos = {q: i for i, q in enumerate(data.queries)}, {d: i for i, d in enumerate(data.corpus)}
+    items, groups, rel, rows = [], [], [], []
+    for g, (q, docs) in enumerate((q, d) for q, d in data.qrels.items() if any(v >= 1 for v in d.values())):
+        members = [(data.queries[q], 1.0, q_pos[q])] + [
+            (data.corpus[d], float(v >= 1), len(data.queries) + d_pos[d]) for d, v in docs.items()]
+        for text, r, row in members:
+            items.append(text)
+            groups.append(g)
+            rel.append(r)
+            rows.append(row)
+    idx = torch.as_tensor(rows, dtype=torch.int64)
+    view = LabeledData(items, np.asarray(groups), np.asarray(rel, np.float32), "session")
+    return view, torch.cat(before)[idx], torch.cat(after)[idx]
 
 
 def eval_loss(loss_fn: Callable, emb: torch.Tensor, labels: torch.Tensor, data: LabeledData, batch_size: int,

@@ -3,14 +3,19 @@ scored pairs), fast on a CPU.
 
 Where the speed comes from, each piece cheap on its own:
 - texts are tokenised once, before the first epoch (`TextEncoder.cache_texts`);
-- batches are built from groups of similar token length (`LengthGroupedBatchSampler`) and
-  padded only to their longest text, so little compute goes to padding;
+- batches are built from groups of similar token length (`LengthGroupedBatchSampler`), and
+  each batch runs in sub-batches of similar length (`models.text.length_groups`): a short
+  query is not padded to its document's length, so little compute goes to padding;
 - bf16 autocast where the hardware computes it natively (`finetuner.engine.precision`);
 - a fused AdamW step; one loop on `finetuner.engine` (accelerate), no HF Trainer.
 
 Batches are then trained by the embedding recipe (the same engine, losses and evaluation), with
 one text-specific rule: identical texts in a batch are never each other's negatives, nor
 negatives of an anchor one of whose positives they duplicate (`data.relation.mask_duplicates`).
+Query -> corpus data (`RetrievalData`, a BEIR folder) trains on its train qrels and is
+evaluated query -> corpus; hard negatives can be mined with the model first
+(`recipes.hard_negatives`); `mini_batch_size` (or a Cached* loss) trains large batches in
+bounded memory (GradCache).
 """
 
 from __future__ import annotations
@@ -25,21 +30,33 @@ import numpy as np
 import torch
 
 from ..config import TrainArgs
-from ..data.formats import to_labeled
+from ..data.formats import to_eval_data, to_labeled
 from ..data.labeled import LabeledData
 from ..data.relation import duplicate_ids, mask_duplicates, relation_matrix
+from ..data.retrieval import RetrievalData, is_beir_folder, load_beir
 from ..data.samplers import LengthGroupedBatchSampler
+from ..engine.distributed import gather_in_batch
 from ..engine.precision import resolve_precision
 from ..evaluation.similarity import scored_pair_metrics
 from ..losses import CoSENTLoss, InfoNCELoss, MetricLoss, get_loss
 from ..models.text import TextEncoder, is_sentence_transformer
 from .embedding import fit_embedding
+from .hard_negatives import HardNegatives, mine_hard_negatives
 from .result import FitResult
 
 _NOT_TEXT_ARGS = ("interactive", "to_embedding_model")
 DEFAULTS = TrainArgs(epochs=1, batch_size=64, learning_rate=2e-5, optimizer="adamw", scheduler="linear",
                      warmup_ratio=0.1, precision="auto", eval_batch_size=256)
 POOL_BATCHES = 32  # batches per length-sorted pool when group_by_length=True
+
+
+class QueryFirstSampler(LengthGroupedBatchSampler):
+    """`LengthGroupedBatchSampler` whose batches list their items in data order, so each
+    group's first item in a batch is its query / anchor (what `MultipleNegativesRankingLoss`
+    reads as the anchor). The in-batch losses do not depend on the order otherwise."""
+
+    def _make_batches(self) -> list[list[int]]:
+        return [sorted(b) for b in super()._make_batches()]
 
 
 # ---- which models this recipe takes ---------------------------------------------------------
@@ -132,6 +149,8 @@ def fit_text(
     normalize: bool | None = None,
     max_length: int | None = None,
     group_by_length: int | bool = True,
+    hard_negatives: Any = None,
+    mini_batch_size: int | None = None,
     miner: Any = None,
     distance: str | None = None,
     margin: float | None = None,
@@ -151,17 +170,30 @@ def fit_text(
             (trained in place), a `finetuner.models.TextEncoder`, or any torch module with a
             `collate_fn` that turns a list of strings into its input (the seed's
             `TransformerEmbedder` form).
-        train_data / eval_data: labeled texts in any format `fit` reads (class, pair with score,
-            triplet, session: e.g. `generate_qa()`, `generate_stsb()`); every item a non-empty str.
+        train_data: labeled texts in any format `fit` reads (class, pair with score, triplet,
+            session, (query, [positives], [negatives]) rows: e.g. `generate_qa()`,
+            `generate_stsb()`), a `RetrievalData` or a BEIR folder (its train qrels); every
+            item a non-empty str.
+        eval_data: labeled texts (each item a query against the others), or `RetrievalData`
+            / a BEIR folder (its test split, else dev), scored query -> corpus with trec_eval's
+            metrics before training, after every epoch and at the end.
         loss: "auto" (default): `CoSENTLoss` for pairs with graded scores (e.g. STS-B), else
-            `InfoNCELoss` (in-batch negatives; several positives per anchor allowed); or any
-            name / object / callable `fit` takes.
+            `InfoNCELoss` (in-batch negatives in both directions; several positives per
+            anchor allowed); or any name / object / callable `fit` takes, e.g.
+            "MultipleNegativesRankingLoss" (sentence-transformers' one-direction loss).
         pooling: "mean", "cls" or "max" for a path / SentenceTransformer (None: the model's
             own, "mean" for a plain encoder); normalize: add (True) / drop (False) L2
             normalisation; max_length: tokens per text (default the model's; longer texts
             are truncated with one warning).
         group_by_length: True (pools of 32 batches sorted by length; `LengthGroupedBatchSampler`),
             an int (that many batches per pool), or False (random batches).
+        hard_negatives: mine negatives with the model before training
+            (`finetuner.recipes.hard_negatives`): True (1 per query, 5% relative margin), an
+            int (that many), a dict of `HardNegatives` settings, or None / False (off).
+            Needs queries with positives (session, pair, triplet or query -> corpus data).
+        mini_batch_size: embed each batch in checkpointed chunks of this many texts (GradCache:
+            memory set by the chunk, not the batch; same loss and gradient); default the
+            loss's own (`CachedInfoNCELoss`, `CachedMultipleNegativesRankingLoss`), else off.
         miner, distance, margin, num_items_per_class, preprocess_fn, collate_fn, format, ks: as
             in `finetuner.fit`.
         length_grouping: the former name of `group_by_length` (deprecated).
@@ -177,7 +209,8 @@ def fit_text(
 
     Raises:
         ValueError: a model folder that does not exist or has no tokenizer; an item that is not
-            a non-empty string; pooling / normalize / max_length with a module; an unknown
+            a non-empty string; a bad BEIR folder or `RetrievalData` (missing ids, duplicates,
+            an empty corpus); pooling / normalize / max_length with a module; an unknown
             precision; and every error of `fit_embedding` (all before training starts).
         TypeError: a model of an unsupported type; an unknown argument.
     """
@@ -188,34 +221,49 @@ def fit_text(
     args = DEFAULTS.override(train_args)
     precision = resolve_precision(args.precision, args.device)
     args = args.override({"precision": precision})
-    train = to_labeled(train_data, format, "train_data")
+    retrieval = train_data if isinstance(train_data, RetrievalData) else (
+        load_beir(train_data, "train", "train_data") if is_beir_folder(train_data) else None)
+    train = to_labeled(retrieval if retrieval is not None else train_data, format, "train_data")
     check_texts(train, "train_data")
-    evald = to_labeled(eval_data, None, "eval_data") if eval_data is not None else None
-    if evald is not None:
+    evald = to_eval_data(eval_data) if eval_data is not None else None
+    if isinstance(evald, LabeledData):
         check_texts(evald, "eval_data")
     if not isinstance(model, (str, os.PathLike, torch.nn.Module)):
         raise TypeError(f"model: expected a model path or id, a SentenceTransformer or a torch module, got "
                         f"{type(model).__name__}")
     if train.format == "class" and num_items_per_class < 2:
         raise ValueError(f"num_items_per_class: expected an int >= 2 (a batch needs positive pairs), got {num_items_per_class}")
+    mining = HardNegatives.parse(hard_negatives)
+    if mining is not None and train.format == "class":
+        raise ValueError("hard_negatives: class data has no queries to mine negatives for; use session, pair, "
+                         "triplet or query -> corpus data, or hard_negatives=None")
     pool = _pool_batches(group_by_length)
+    loss_fn = _text_loss(loss, train, distance, margin, miner)
+    chunk_texts = mini_batch_size if mini_batch_size is not None else getattr(loss_fn, "mini_batch_size", None)
     encoder = _build_model(model, pooling, normalize, max_length, collate_fn)
     is_encoder = isinstance(encoder, TextEncoder)
+    if is_encoder and chunk_texts is not None:
+        encoder.set_mini_batch_size(chunk_texts)
+    elif chunk_texts is not None:
+        raise ValueError("mini_batch_size: the chunked forward needs a model path, a SentenceTransformer or a "
+                         "TextEncoder (your module runs its own forward)")
+    if mining is not None:  # negatives the model itself ranks high, before it is trained
+        train = mine_hard_negatives(_embedder(encoder, collate_fn, args), retrieval if retrieval is not None else train,
+                                    mining)
 
     if is_encoder:  # tokenise every training text once, before the first epoch
         lengths = encoder.cache_texts(train.items)
     else:
         lengths = np.fromiter((len(t) for t in train.items), dtype=np.int64, count=len(train))
     chunk = num_items_per_class if train.format == "class" else None
-    sampler = LengthGroupedBatchSampler(lengths, args.batch_size, groups=train.groups, chunk_size=chunk,
-                                        pool_batches=pool, seed=args.seed)
-    loss_fn = _text_loss(loss, train, distance, margin, miner)
+    sampler = QueryFirstSampler(lengths, args.batch_size, groups=train.groups, chunk_size=chunk,
+                                pool_batches=pool, seed=args.seed)
     if args.optimizer == "adamw" and args.optimizer_kwargs is None:
         args = args.override({"optimizer_kwargs": {"fused": True} if _fused_adamw_ok(args.device) else {}})
 
     def compute_loss(m: torch.nn.Module, batch) -> torch.Tensor:
-        inputs, labels = batch
-        return in_batch_loss(loss_fn, m(inputs), labels, duplicate_ids(inputs))
+        inputs, labels = batch  # on W processes: the whole global batch's loss (engine.distributed)
+        return in_batch_loss(loss_fn, *gather_in_batch(m(inputs), labels, duplicate_ids(inputs, stable=True)))
 
     if is_encoder:
         encoder.token_counts[:] = 0
@@ -227,9 +275,21 @@ def fit_text(
         real, padded = (int(v) for v in encoder.token_counts)
         result.settings.update({"train_tokens": int(lengths.sum()),
                                 "padding_fraction": 1.0 - real / padded if padded else 0.0,
-                                "max_length": encoder.max_length})
-    result.settings.update({"task": "text", "group_by_length": pool, "precision": precision})
+                                "max_length": encoder.max_length, "mini_batch_size": encoder.mini_batch_size})
+    result.settings.update({"task": "text", "group_by_length": pool, "precision": precision,
+                            "hard_negatives": repr(mining) if mining else None})
     return result
+
+
+def _embedder(model: torch.nn.Module, collate_fn: Callable | None, args: TrainArgs) -> Callable:
+    """texts -> float32 array [n, D] with the untrained model (for mining), in the run's precision."""
+    from ..engine.predict import embed_batches
+
+    if isinstance(model, TextEncoder):
+        return lambda texts: model.encode(texts, batch_size=args.eval_batch_size, precision=args.precision)
+    return lambda texts: embed_batches(model, LabeledData(list(texts), np.zeros(len(texts), np.int64)),
+                                       batch_size=args.eval_batch_size, collate_fn=collate_fn,
+                                       precision=args.precision).numpy()
 
 
 def _pool_batches(group_by_length: int | bool) -> int:

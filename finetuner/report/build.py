@@ -71,10 +71,11 @@ def _map_sample(labels: np.ndarray, max_points: int, seed: int) -> np.ndarray:
 
 
 def _headline(data: ReportData) -> str:
-    """One line: the main metric before -> after (Spearman for scored pairs, else mAP@k), and
-    the eval set size."""
+    """One line: the main metric before -> after (Spearman for scored pairs, else nDCG@k, the
+    BEIR / MTEB headline), and the eval set size."""
     before, after = data.metrics_before, data.metrics_after
-    names = [k for k in before if k == "spearman_cosine"] or [k for k in before if k.startswith("mAP@")] or [k for k in before if k not in ("num_queries", "eval_loss")]
+    names = ([k for k in before if k == "spearman_cosine"] or [k for k in before if k.startswith("nDCG@")]
+             or [k for k in before if k not in ("num_queries", "eval_loss")])
     if not names or names[0] not in after:
         return "no eval data: metrics, map and neighbours need eval_data"
     key = names[0]
