@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
-from .api import display, embed, evaluate, fit, load, save, to_embedding_model
+from .api import display, embed, evaluate, export, fit, load, save, to_embedding_model
 from .data.labeled import LabeledData
 from .recipes.result import FitResult
 
 __version__ = "0.1.0"
 
-__all__ = ["FitResult", "LabeledData", "embed", "evaluate", "display", "fit", "load", "save", "to_embedding_model", "__version__"]
+__all__ = ["FitResult", "LabeledData", "embed", "evaluate", "display", "export", "fit", "load", "save",
+           "to_embedding_model", "__version__"]

@@ -1,5 +1,5 @@
 """The public face of the library: `fit` (a dispatch table from model, data and task to a recipe),
-`embed`, `evaluate`, `save`, `load`, `display` and `to_embedding_model`."""
+`embed`, `evaluate`, `save`, `load`, `export` (ONNX), `display` and `to_embedding_model`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from .data.formats import to_labeled
 from .data.labeled import LabeledData
 from .engine.predict import embed_batches
+from .models.export import export
 from .models.saving import load, save
 from .models.tailor import display, is_tailored, to_embedding_model
 from .recipes.result import FitResult
@@ -190,22 +191,53 @@ def embed(model: torch.nn.Module, data: Any, *, batch_size: int = 256, preproces
                          preprocess_fn=preprocess_fn, collate_fn=collate_fn).numpy()
 
 
-def evaluate(model: torch.nn.Module, data: Any, *, ks: Sequence[int] = (10,), distance: str = "cosine",
+def evaluate(model: Any, data: Any, *, ks: Sequence[int] = (10,), distance: str = "cosine",
              batch_size: int = 256, preprocess_fn: Callable | None = None,
              collate_fn: Callable | None = None) -> dict:
-    """Retrieval metrics of `model` on labeled `data`: each item is a query against all the
-    others (itself excluded); relevant = positive relation (same class, or a relevant match of
-    the same session).
+    """Retrieval metrics of `model` on `data`, with trec_eval's definitions
+    (`finetuner.evaluation.metrics`).
+
+    - `RetrievalData` or a BEIR folder (its "test" split, else "dev"): each query ranks the
+      whole corpus; graded qrels are nDCG's gains; a query with no relevant document counts
+      as 0 (and "queries_without_relevant" says how many).
+    - labeled data (any form `fit` takes): each item is a query against all the others
+      (itself excluded); relevant = positive relation (same class, or a relevant match of the
+      same session).
+
+    Args:
+        model: a torch module mapping a batch to [B, D], a text model path / id or a
+            `SentenceTransformer` (loaded as a `TextEncoder`), or a Keras / Paddle model.
+        data: see above. ks: cut-offs. distance: "cosine", "euclidean" or "sqeuclidean".
+        batch_size, preprocess_fn, collate_fn: as in `embed`.
 
     Returns:
         dict with precision@k, recall@k, mAP@k, nDCG@k, MRR@k, hit@k for each k in `ks`, and
-        num_queries.
+        num_queries (plus queries_without_relevant for query -> corpus data).
 
     Raises:
-        ValueError: no query has a relevant item, or the model's output is not [B, D].
+        ValueError: bad data (a qrels id missing from the corpus or the queries, duplicate ids,
+            an empty corpus, ...), no query with a relevant item (labeled data), or a model
+            whose output is not [B, D].
     """
-    from .evaluation import evaluate_embeddings
+    import os
 
-    data = to_labeled(data, name="eval_data")
-    emb = embed_batches(_as_torch_model(model), data, batch_size=batch_size, preprocess_fn=preprocess_fn, collate_fn=collate_fn)
-    return evaluate_embeddings(emb, torch.from_numpy(data.labels()), ks=tuple(ks), distance=distance)
+    from .data.formats import to_eval_data
+    from .data.retrieval import RetrievalData
+    from .evaluation import evaluate_embeddings, evaluate_retrieval
+    from .models.text import TextEncoder, is_sentence_transformer
+
+    data = to_eval_data(data, "data")
+    if isinstance(model, (str, os.PathLike)):
+        model = TextEncoder.from_pretrained(model)
+    elif is_sentence_transformer(model):
+        model = TextEncoder.from_sentence_transformer(model)
+    model = _as_torch_model(model)
+
+    def emb(items: Any) -> torch.Tensor:
+        items = items if isinstance(items, LabeledData) else LabeledData(items, np.zeros(len(items), np.int64))
+        return embed_batches(model, items, batch_size=batch_size, preprocess_fn=preprocess_fn, collate_fn=collate_fn)
+
+    if isinstance(data, RetrievalData):
+        return evaluate_retrieval(emb(list(data.queries.values())), emb(list(data.corpus.values())), data,
+                                  ks=tuple(ks), distance=distance)
+    return evaluate_embeddings(emb(data), torch.from_numpy(data.labels()), ks=tuple(ks), distance=distance)

@@ -5,9 +5,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from finetuner.data.formats import to_labeled
 from finetuner.data.labeled import LabeledData
+from finetuner.data.readers import read_table
+from finetuner.data.relation import split_labels
 from finetuner.data.samplers import GroupBatchSampler
 
 
@@ -23,14 +26,19 @@ def test_class_format_from_tuples_dicts_numpy_pandas():
     assert d.format == "class" and d.class_names == ["x", "y", "z"] and d.labels().tolist() == y
 
 
+def _group_relevance(data):
+    group, relevance = split_labels(torch.from_numpy(data.labels()))
+    return group.tolist(), relevance.tolist()
+
+
 def test_pair_triplet_session_formats():
     pairs = to_labeled([("a", "b", 1.0), ("c", "d", 0.0), ("e", "f", 0.5)])
-    assert pairs.format == "pair" and pairs.labels().tolist() == [[0, 1], [0, 1], [1, 1], [1, 0], [2, 1], [2, 0.5]]
+    assert pairs.format == "pair" and _group_relevance(pairs) == ([0, 0, 1, 1, 2, 2], [1, 1, 1, 0, 1, 0.5])
     trip = to_labeled([{"anchor": "a", "positive": "b", "negative": "c"}])
-    assert trip.format == "triplet" and trip.labels()[:, 1].tolist() == [1, 1, 0]
+    assert trip.format == "triplet" and _group_relevance(trip)[1] == [1, 1, 0]
     sess = to_labeled([("q", [("m1", 1), ("m2", -1)]), {"query": "q2", "positives": ["p"], "negatives": ["n", "n2"]}])
     assert sess.format == "session" and sess.items == ["q", "m1", "m2", "q2", "p", "n", "n2"]
-    assert sess.labels()[:, 1].tolist() == [1, 1, 0, 1, 1, 0, 0]
+    assert _group_relevance(sess)[1] == [1, 1, 0, 1, 1, 0, 0]
     # text pairs without scores: (anchor, positive), all distinct -> pairs, not classes
     ap = to_labeled([("how are you", "fine"), ("what time", "noon"), ("where", "here")])
     assert ap.format == "pair"
@@ -62,6 +70,57 @@ def test_bad_data_errors():
         to_labeled("/no/such/file.csv", name="eval_data")
     with pytest.raises(ValueError, match="format: expected"):
         to_labeled([("a", 0)], format="quadruplet")
+
+
+def test_errors_name_the_file_and_line(tmp_path):
+    """A bad row read from a file is named by the file and its 1-based line; a frame or a
+    dataset by its row; a malformed file by the parser's line (issue: "Unexpected character
+    found when decoding 'null' at position 24", with no file and no line)."""
+    import datasets
+
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text('{"a": "x", "b": "y", "score": 1}\n\n{"a": "u", "b": "v", "score": 3}\n')
+    with pytest.raises(ValueError, match=rf"^train_data: {jsonl}, line 3 has score 3.0; expected a score in \[0, 1\]"):
+        to_labeled(jsonl)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"a": "x", "b": "y", "score": 1}\n{"a": nul}\n')
+    with pytest.raises(ValueError, match=rf"^eval_data: {broken}, line 2: not valid JSON"):
+        to_labeled(broken, name="eval_data")
+    # a quoted field over two lines: the bad record starts on line 4
+    csv = tmp_path / "classes.csv"
+    csv.write_text('text,label\n"two\nlines",1\nno label,\nok,2\n')
+    with pytest.raises(ValueError, match=rf"^train_data: {csv}, line 4 has no label; every item of class format"):
+        to_labeled(csv)
+    bad_csv = tmp_path / "ragged.csv"
+    bad_csv.write_text("text,label\na,1\nb,2,extra\n")
+    with pytest.raises(ValueError, match=rf"^train_data: {bad_csv}: not a valid CSV table \(.*line 3"):
+        to_labeled(bad_csv)
+    bad_json = tmp_path / "rows.json"
+    bad_json.write_text('[{"text": "a", "label": 1},\n {"text": "b", "label": 1}, {"text": "c"')
+    with pytest.raises(ValueError, match=rf"^train_data: {bad_json}, line 2: not valid JSON"):
+        to_labeled(bad_json)
+    not_utf8 = tmp_path / "latin1.csv"
+    not_utf8.write_bytes("text,label\ncaf\xe9,1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"^train_data: {not_utf8} is not UTF-8 text"):
+        to_labeled(not_utf8)
+    frame = pd.DataFrame({"text": ["a", "b"], "label": [1, None]}, index=["r1", "r2"])
+    with pytest.raises(ValueError, match=r"^train_data: DataFrame row 1 \(index 'r2'\) has no label"):
+        to_labeled(frame)
+    with pytest.raises(ValueError, match=r"^train_data: datasets.Dataset row 1 has no label"):
+        to_labeled(datasets.Dataset.from_dict({"text": ["a", "b"], "label": [1, None]}))
+    with pytest.raises(ValueError, match=r"^train_data: row 2 is triplet format but row 0 is pair format \(mixed"):
+        to_labeled([("a", "b", 1.0), ("c", "d", 0.0), ("e", "f", "g")])
+
+
+def test_read_table_remembers_its_source(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": 0}\n\n\n{"text": "b", "label": 1}\n')
+    frame = read_table(path, "train_data")
+    source = frame.attrs["finetuner_source"]
+    assert (source.path, source.kind, source.lines.tolist()) == (str(path), "jsonl", [1, 4])
+    # pandas copies attrs on column access and compares them on concat: the holder survives both
+    assert frame["text"].attrs["finetuner_source"] is source
+    assert len(pd.concat([frame, frame])) == 4
 
 
 def test_class_sampler_sees_every_item_once_in_chunks():

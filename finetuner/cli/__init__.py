@@ -1,17 +1,26 @@
-"""The `finetuner` command line (typer): fit, demo, and the commands of each part."""
+"""The `finetuner` command line (typer): fit, evaluate, embed, export, report, label, demo and
+`llm ...`. A problem the user can fix prints one line, `error: ...`, and exits with code 2
+(`finetuner.cli.errors`); `--debug` shows the traceback."""
 
 from __future__ import annotations
 
 import importlib
-import json
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Fine-tune a pretrained model on your own task, and see by how much.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+from .errors import CleanApp
+
+app = CleanApp(help="Fine-tune a pretrained model on your own task, and see by how much.",
+               no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error (also "
+                                         "FINETUNER_DEBUG=1; allowed anywhere on the line)")) -> None:
+    """Fine-tune a pretrained model on your own task, and see by how much."""
+
 
 DEMOS = {
     # name -> module with run(data_dir, output_dir, epochs, quick) ; each part adds its own
@@ -30,7 +39,13 @@ from finetuner.cli.llm import app as _llm_app  # noqa: E402  (typer only; heavy 
 app.add_typer(_llm_app, name="llm")
 
 from finetuner.cli.label import label as _label_cmd  # noqa: E402  (typer only; the server loads on use)
+from finetuner.cli.fit import fit_cmd as _fit_cmd  # noqa: E402
+from finetuner.cli.use import embed_cmd as _embed_cmd, evaluate_cmd as _evaluate_cmd, export_cmd as _export_cmd  # noqa: E402
 
+app.command("fit")(_fit_cmd)
+app.command("evaluate")(_evaluate_cmd)
+app.command("embed")(_embed_cmd)
+app.command("export")(_export_cmd)
 app.command("label")(_label_cmd)
 
 
@@ -55,51 +70,6 @@ def demo(
                quick=quick, **extra)
 
 
-@app.command("fit")
-def fit_cmd(
-    model: str = typer.Argument(..., help="a saved finetuner model folder, or 'module:factory' returning a torch module"),
-    train_data: str = typer.Option(..., "--train-data", help="CSV/JSONL file, or a toydata name such as 'fashion'"),
-    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="CSV/JSONL file or toydata name (test split)"),
-    output_dir: Path = typer.Option(Path("runs/fit"), help="model, metrics.json, logs and checkpoints go here"),
-    task: Optional[str] = typer.Option(None, help="'classification' (MODEL is a model folder; a new head is added) "
-                                       "or 'embedding'; default: inferred from the model"),
-    loss: str = typer.Option("SiameseLoss", help="SiameseLoss, TripletLoss or InfoNCELoss (embedding)"),
-    # None: the task's own default (embedding 10 / 256 / 1e-3, classification 3 / 8 / 5e-5)
-    epochs: Optional[int] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
-    learning_rate: Optional[float] = typer.Option(None),
-    miner: Optional[str] = typer.Option(None, help="all, hard, semihard or easy"),
-    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or auto; default: the task's own"),
-    device: str = typer.Option("auto"),
-    data_dir: Optional[Path] = typer.Option(None, help="folder of the toydata sets"),
-    resume: bool = typer.Option(False, help="continue from the last checkpoint in output_dir"),
-    seed: int = typer.Option(42),
-) -> None:
-    """Fine-tune a model; writes OUTPUT_DIR/model and OUTPUT_DIR/metrics.json."""
-    import finetuner
-
-    _started = time.time()
-    given = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("learning_rate", learning_rate),
-                               ("precision", precision)) if v is not None}
-    if task == "classification" or (task is None and _is_classifier_folder(model)):
-        # a text classifier starts from a model folder (or a saved classifier), not a torch module
-        result = finetuner.fit(
-            model, _load_data(train_data, data_dir, test=False),
-            _load_data(eval_data, data_dir, test=True) if eval_data else None, task="classification", **given,
-            device=device, output_dir=str(output_dir), resume=resume, seed=seed)
-    else:
-        result = finetuner.fit(
-            _load_model(model), _load_data(train_data, data_dir, test=False),
-            _load_data(eval_data, data_dir, test=True) if eval_data else None, **({"task": task} if task else {}),
-            loss=loss, **({"epochs": 10, "batch_size": 256, "learning_rate": 1e-3} | given), miner=miner,
-            device=device, output_dir=str(output_dir), resume=resume, seed=seed)
-    typer.echo(f"model: {output_dir / 'model'}\nmetrics: {output_dir / 'metrics.json'}")
-    if result.metrics_after:
-        typer.echo(json.dumps({k: round(v, 4) for k, v in result.metrics_after.items()}))
-    report_path = output_dir / "report.html"
-    if report_path.is_file() and report_path.stat().st_mtime >= _started:  # this run's report, not an old one
-        typer.echo(f"report: {report_path}")
-
-
 @app.command("report")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="the output_dir of a finished fit (holds metrics.json)"),
@@ -111,44 +81,12 @@ def report_cmd(
     """Build RUN_DIR/report.html (metrics, curves, embedding map, neighbours) and print its path."""
     from finetuner.report import build_report
 
-    try:
-        path = build_report(run_dir, num_queries=num_queries, k=k, projection=projection, seed=seed)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
-    typer.echo(str(path))
-
-
-def _is_classifier_folder(spec: str) -> bool:
-    """A saved text classifier or a transformers sequence-classification folder."""
-    from finetuner.recipes.classification import looks_like_classification
-
-    return Path(spec).is_dir() and looks_like_classification(spec, {})
-
-
-def _load_model(spec: str):
-    import finetuner
-
-    if Path(spec).is_dir():
-        return finetuner.load(spec).train()
-    if ":" in spec:
-        module, attr = spec.split(":", 1)
-        return getattr(importlib.import_module(module), attr)()
-    raise typer.BadParameter(f"expected a saved model folder or 'module:factory', got {spec!r}", param_hint="MODEL")
-
-
-def _load_data(spec: str, data_dir: Optional[Path], test: bool):
-    from finetuner import toydata
-
-    loader = getattr(toydata, f"generate_{spec.replace('-', '_')}", None)
-    if loader is not None and not Path(spec).exists():
-        return loader(is_testset=test, data_dir=str(data_dir) if data_dir else None)
-    return spec  # a file path: fit reads CSV / JSONL itself
+    typer.echo(str(build_report(run_dir, num_queries=num_queries, k=k, projection=projection, seed=seed)))
 
 
 def main() -> None:  # pragma: no cover
-    """Run the command line."""
-    app()
+    """Run the command line (`finetuner ...`, `python -m finetuner ...`)."""
+    app(prog_name="finetuner")
 
 
 if __name__ == "__main__":  # pragma: no cover

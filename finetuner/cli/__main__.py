@@ -1,5 +1,5 @@
 """`python -m finetuner.cli ...`: the command line."""
 
-from . import app
+from . import main
 
-app(prog_name="finetuner")
+main()

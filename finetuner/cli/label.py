@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -44,11 +43,10 @@ def load_items(spec: str, data_dir: Optional[str] = None, num_items: Optional[in
         items = np.load(path, allow_pickle=False)
     elif path.suffix == ".txt":
         items = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif path.suffix in (".csv", ".tsv", ".jsonl", ".json"):
-        import pandas as pd
+    elif path.suffix in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
+        from finetuner.data.readers import read_table
 
-        frame = (pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",") if path.suffix in (".csv", ".tsv")
-                 else pd.read_json(path, lines=path.suffix == ".jsonl"))
+        frame = read_table(path, "--data")  # a malformed line is named by file and line number
         column = next((c for c in TEXT_COLUMNS if c in frame.columns), None)
         if column is None and len(frame.columns) == 1:
             column = frame.columns[0]
@@ -62,20 +60,16 @@ def load_items(spec: str, data_dir: Optional[str] = None, num_items: Optional[in
     return items[:num_items] if num_items else items
 
 
-def load_model(spec: str) -> Any:
+def load_model(spec: str, trust_pickle: bool = False) -> Any:
     """A model from a folder saved by `finetuner.save`, a sentence-transformers / Hugging Face
     folder or hub id (a text model), or "module:factory" (a function returning a torch module)."""
-    path = Path(spec)
-    if (path / "finetuner.json").exists():
-        import finetuner
+    from .loading import build_factory, is_factory, is_saved, load_saved
 
-        return finetuner.load(path).train()
-    if ":" in spec and not path.exists():
-        module, attr = spec.split(":", 1)
-        try:
-            return getattr(importlib.import_module(module), attr)()
-        except (ImportError, AttributeError) as e:
-            raise typer.BadParameter(f"cannot build a model from {spec!r}: {e}", param_hint="--model") from e
+    path = Path(spec)
+    if is_saved(spec):
+        return load_saved(path, trust_pickle).train()
+    if is_factory(spec):
+        return build_factory(spec, "--model")
     if path.is_dir():
         from finetuner.models.text import TextEncoder
 
@@ -101,11 +95,14 @@ def label(
     batch_size: Optional[int] = typer.Option(None), learning_rate: Optional[float] = typer.Option(None),
     device: str = typer.Option("auto"),
     data_dir: Optional[Path] = typer.Option(None, help="folder of the toydata sets (default $FINETUNER_DATA)"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="load a pickled module from a saved folder "
+                                      "(runs code named in the file: only for folders you trust)"),
 ) -> None:
     """Label search results in a local web page while the model tunes in the background."""
     import finetuner
 
     dd = str(data_dir) if data_dir else None
+    model_obj = load_model(model, trust_pickle)
     items = load_items(data, dd, num_items)
     evald = None
     if eval_data:
@@ -116,7 +113,7 @@ def label(
                  if loader and not Path(eval_data).exists() else eval_data)
     given = {k: v for k, v in (("loss", loss), ("epochs", epochs), ("batch_size", batch_size),
                                ("learning_rate", learning_rate)) if v is not None}
-    result = finetuner.fit(load_model(model), items, evald, interactive=True, host=host, port=port,
+    result = finetuner.fit(model_obj, items, evald, interactive=True, host=host, port=port,
                            open_browser=open_browser, top_k=top_k, strategy=strategy, device=device,
                            output_dir=str(output_dir), **given)
     s = result.settings

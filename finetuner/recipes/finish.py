@@ -10,6 +10,7 @@ from typing import Callable
 from ..config import TrainArgs
 from ..console import note
 from ..io import write_json
+from ..models.card import write_card
 from ..models.saving import save
 from .result import FitResult
 
@@ -26,6 +27,7 @@ def finish(result: FitResult, args: TrainArgs, *, is_main_process: bool = True,
         result.output_dir = str(out)
         if save_model is not None:
             save_model(result.model, out / "model")
+            write_card(out / "model", result.model, result)  # the card with the run: data, settings, metrics, time
         write_json(out / "metrics.json", result.to_dict())
         if args.report and write_report is not None:
             try:
