@@ -25,6 +25,8 @@ from finetuner.recipes.embedding import fit_embedding
 from finetuner.toydata import generate_mrpc, generate_sst2
 
 FAST = {"batch_size": 16, "verbose": False}
+# the end-to-end strategy with the transformers head (these tests read the save_pretrained layout)
+HF = {"strategy": "finetune", "head": "sequence-classification"}
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +46,7 @@ def mrpc(data_dir: Path):
 def fitted(minilm, mrpc, tmp_path_factory):
     """One short fit on 80 MRPC pairs (1 epoch), with an output_dir."""
     out = tmp_path_factory.mktemp("mrpc_fit")
-    result = finetuner.fit(minilm, mrpc[0], mrpc[1], task="classification", epochs=1, output_dir=out, **FAST)
+    result = finetuner.fit(minilm, mrpc[0], mrpc[1], task="classification", epochs=1, output_dir=out, **HF, **FAST)
     return result, out
 
 
@@ -206,7 +208,7 @@ def test_fit_pairs_then_predict_save_load(fitted, mrpc):
 def test_resume_continues_from_the_checkpoint(fitted, minilm, mrpc):
     _, out = fitted
     resumed = finetuner.fit(minilm, mrpc[0], mrpc[1], task="classification", epochs=2, output_dir=out, resume=True,
-                            **FAST)
+                            **HF, **FAST)
     first = json.loads((out / "metrics.json").read_text())["history"]  # rewritten by the resumed run
     assert [h["epoch"] for h in resumed.history] == [1, 2] and first[0]["epoch"] == 1
 
@@ -216,7 +218,7 @@ def test_fit_learns_sst2_sentiment(minilm, data_dir):
     test = generate_sst2("test", num_total=200, data_dir=data_dir)
     # lr 2e-4: at 1e-4 the 40 steps ended at 0.54-0.65 depending on seed and batch order (0.645 / 0.565 at
     # seeds 42 / 43 before the shared length-grouped sampler), too close to the bar; at 2e-4 0.74-0.80 (seeds 42-44)
-    result = finetuner.fit(minilm, train, test, task="classification", epochs=2, learning_rate=2e-4, **FAST)
+    result = finetuner.fit(minilm, train, test, task="classification", epochs=2, learning_rate=2e-4, **HF, **FAST)
     # a new head from 320 sentences in 2 epochs: clearly above chance, not yet good
     assert result.metrics_after["accuracy"] > max(0.6, result.metrics_before["accuracy"] + 0.1)
     labels, probs = result.predict(["a wonderful , moving film .", "a dull , lifeless mess ."])
@@ -236,7 +238,7 @@ def test_string_labels_several_classes_weights_and_user_metrics(minilm, data_dir
         return {"n_eval": len(pred.label_ids)}
 
     result = fit_classification(minilm, train, test, epochs=1, learning_rate=2e-4, class_weights="balanced",
-                                compute_metrics=compute_metrics, **FAST)
+                                compute_metrics=compute_metrics, **HF, **FAST)
     assert result.model.classes == ["english", "french", "spanish"]
     assert {"accuracy", "macro_f1", "n_eval"} <= set(result.history[0]) and "f1" not in result.history[0]
     assert seen[0] == (48, 3) and result.history[0]["n_eval"] == 48
@@ -251,7 +253,7 @@ def test_multi_label(minilm, data_dir):
         for line in (data_dir / "arxiv_cats" / name).read_text().splitlines()[:60]:
             r = json.loads(line)
             rows.append((r["text"], [k for k, v in r["cats"].items() if v == 1]))
-    result = finetuner.fit(minilm, rows[::2], rows[1::2], task="classification", epochs=1, threshold=0.4, **FAST)
+    result = finetuner.fit(minilm, rows[::2], rows[1::2], task="classification", epochs=1, threshold=0.4, **HF, **FAST)
     assert result.settings["multi_label"] and set(result.model.classes) >= {"data-quality", "new-dataset"}
     assert {"micro_f1", "macro_f1", "subset_accuracy"} <= set(result.history[0])
     labels, probs = result.predict(["We release a new dataset.", "We remove noisy labels."])
@@ -263,7 +265,7 @@ def test_early_stopping_restores_the_best_epoch(minilm, mrpc):
     # fp32: the epochs are evaluated in the precision the restored model is returned (and measured) in
     result = finetuner.fit(minilm, mrpc[0], mrpc[1], task="classification", epochs=4, learning_rate=1e-9,
                            early_stopping={"patience": 1, "min_delta": 0.01}, monitor="eval_loss", precision="fp32",
-                           **FAST)
+                           **HF, **FAST)
     assert len(result.history) == 2  # lr ~ 0: eval_loss cannot improve by min_delta
     best = min(h["eval_loss"] for h in result.history)
     assert result.metrics_after["eval_loss"] == pytest.approx(best, abs=1e-6)
@@ -319,7 +321,7 @@ def test_bad_input_fails_before_training(fitted, minilm, mrpc, tmp_path):
     with pytest.raises(TypeError, match="unknown argument"):
         finetuner.fit(minilm, train, task="classification", loss="TripletLoss", **FAST)
     with pytest.raises(ValueError, match="monitor"):
-        finetuner.fit(minilm, mrpc[0], mrpc[1], task="classification", monitor="auc", **FAST)
+        finetuner.fit(minilm, mrpc[0], mrpc[1], task="classification", monitor="auc", **HF, **FAST)
     with pytest.raises(TypeError, match="compute_metrics"):
         finetuner.fit(minilm, mrpc[0], mrpc[1], task="classification", compute_metrics=lambda p: None, **FAST)
 
@@ -348,5 +350,5 @@ def test_demo_mrpc_quick(data_dir, tmp_path):
 
     res = CliRunner().invoke(app, ["demo", "mrpc", "--quick", "--data-dir", str(data_dir), "--output-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert "epoch 1: accuracy" in res.output
+    assert "epoch 1: dev accuracy" in res.output and "test (never used for selection" in res.output
     assert (tmp_path / "mrpc" / "model" / "config.json").is_file()

@@ -142,3 +142,40 @@ def class_weights_for(spec: Any, targets: np.ndarray, classes: list, multi_label
     if not np.isfinite(w).all() or (w <= 0).any():
         raise ValueError(f"class_weights: expected positive finite weights, got {w.tolist()}")
     return torch.tensor(w, dtype=torch.float32)
+
+
+def class_counts(targets: np.ndarray, num_classes: int) -> np.ndarray:
+    """Training rows per class, int64 [C] (for multi-hot targets [N, C]: rows with the class)."""
+    if targets.ndim == 2:
+        return targets.sum(0).astype(np.int64)
+    return np.bincount(targets, minlength=num_classes).astype(np.int64)
+
+
+def validation_split(targets: np.ndarray, *, fraction: float = 0.1, max_rows: int = 1000,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified validation split: (train positions, validation positions), int64 arrays.
+
+    Single-label: every class with at least 2 rows gives max(1, round(fraction * n_c)) rows
+    (scaled down so the split holds at most `max_rows`, never below one row per such class); a
+    class with a single row keeps it in training. Multi-label (targets [N, C]): a random
+    `fraction` of the rows (at most `max_rows`, at least 1). The draw is fixed by `seed`.
+
+    Args:
+        targets: int64 [N] class ids, or float32 [N, C] multi-hot targets.
+        fraction: share of each class held out, in (0, 1).
+        max_rows: upper bound on the validation rows (int >= 1).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(targets)
+    if targets.ndim == 2:
+        take = max(1, min(int(round(fraction * n)), max_rows, n - 1))
+        val = np.sort(rng.permutation(n)[:take])
+        return np.setdiff1d(np.arange(n), val), val
+    per_class = {c: rng.permutation(np.flatnonzero(targets == c)) for c in np.unique(targets)}
+    want = {c: max(1, int(round(fraction * len(ix)))) for c, ix in per_class.items() if len(ix) >= 2}
+    total = sum(want.values())
+    if total > max_rows:
+        scale = max_rows / total
+        want = {c: max(1, int(v * scale)) for c, v in want.items()}
+    val = np.sort(np.concatenate([per_class[c][:k] for c, k in want.items()] or [np.zeros(0, np.int64)]))
+    return np.setdiff1d(np.arange(n), val), val.astype(np.int64)

@@ -42,6 +42,11 @@ class TextRows:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def take(self, index) -> "TextRows":
+        """The rows at `index` (a sequence of ints), in that order."""
+        pick = lambda xs: None if xs is None else [xs[int(i)] for i in index]  # noqa: E731
+        return TextRows(pick(self.texts), pick(self.pairs), pick(self.labels), self.label_names)
+
 
 def to_text_rows(data: Any, name: str = "train_data", require_labels: bool = True) -> TextRows:
     """Read texts or text pairs, and their labels, from what users hold.

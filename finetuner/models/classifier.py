@@ -1,6 +1,16 @@
-"""`TextClassifier`: a Hugging Face sequence classifier with its tokenizer and labels, what the
-classification recipe trains and returns; its save / load (`save_pretrained` layout), and how a
-model argument (a folder, a transformers model, a `TextClassifier`) becomes one."""
+"""`TextClassifier`: a text classifier with its tokenizer and labels, what the classification
+recipe trains and returns, and its save / load.
+
+Its network is one of two kinds (`TextClassifier.head`):
+
+- "sequence-classification": a transformers `*ForSequenceClassification` model (the encoder's
+  pooler and a linear layer); saved in the `save_pretrained` layout, which
+  `AutoModelForSequenceClassification.from_pretrained` also reads.
+- "pooled": `PooledClassifier`, a sentence encoder (`TextEncoder`: transformer, pooling) and a
+  linear layer over its L2-normalised embedding: SetFit's model (Tunstall et al., 2022); saved
+  in the sentence-transformers layout plus `classifier_head.safetensors`, so
+  `SentenceTransformer(folder)` also reads the tuned encoder.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +20,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..data.label_space import encode_labels
 from ..data.samplers import LengthGroupedBatchSampler
@@ -18,8 +29,10 @@ from ..engine.predict import predict_batches
 from ..evaluation.classification import classifier_eval_metrics
 from ..io import FORMAT_VERSION, META, read_meta, write_json
 from .hf import quiet_transformers
+from .text import TextEncoder
 
 KIND = "text-classifier"  # the `kind` in finetuner.json of a saved TextClassifier
+HEAD_FILE = "classifier_head.safetensors"  # the linear layer of a saved PooledClassifier
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
                    "sentencepiece.bpe.model", "tokenizer.model")
 
@@ -38,18 +51,97 @@ class Predictions(NamedTuple):
     probabilities: np.ndarray
 
 
-class TextClassifier(torch.nn.Module):
-    """A Hugging Face sequence classifier with its tokenizer and labels: `predict` on raw texts
-    or text pairs, `evaluate` on labelled data, and a saved layout that
-    `AutoModelForSequenceClassification.from_pretrained` also reads.
+class PooledClassifier(torch.nn.Module):
+    """A sentence encoder and a linear layer over its L2-normalised sentence embedding.
+
+    logits = W normalize(pool(encoder(tokens))) + b, W float [C, D]. The network of SetFit
+    (Tunstall et al., 2022, "Efficient Few-Shot Learning Without Prompts"), with the head as a
+    torch layer so the whole model can also be trained end to end. A text pair is encoded as one
+    sequence (`[CLS] a [SEP] b [SEP]`, token type ids dropped), as the encoder saw it when it was
+    tuned on joined pairs.
 
     Args:
-        model: a `transformers` `*ForSequenceClassification` model whose head has C outputs.
+        encoder: a `TextEncoder` (transformer + pooling [+ normalisation]); trained in place.
+        num_labels: C, the number of outputs.
+
+    Inputs (forward):
+        input_ids, attention_mask: int64 [B, L] (other tokenizer outputs are ignored).
+        Returns an object with `.logits`, float [B, C] (as transformers models do).
+    """
+
+    def __init__(self, encoder: TextEncoder, num_labels: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = torch.nn.Linear(encoder.embedding_dim, int(num_labels))
+
+    @property
+    def config(self):
+        """The transformer's config (its `id2label` names the classes)."""
+        return self.encoder.sentence_transformer[0].auto_model.config
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> torch.Tensor:
+        """L2-normalised sentence embeddings, float [B, D]."""
+        emb = self.encoder({"input_ids": input_ids, "attention_mask": attention_mask})
+        return F.normalize(emb, dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any):
+        """`SequenceClassifierOutput` whose `.logits` are float [B, C]."""
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        return SequenceClassifierOutput(logits=self.head(self.embed(input_ids, attention_mask)))
+
+    def set_head(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        """Replace the head's weights: weight float [C, D], bias float [C] (e.g. a logistic
+        regression fitted on the embeddings).
+
+        Raises:
+            ValueError: shapes other than [C, D] and [C].
+        """
+        w, b = torch.as_tensor(np.asarray(weight, np.float32)), torch.as_tensor(np.asarray(bias, np.float32))
+        if tuple(w.shape) != tuple(self.head.weight.shape) or tuple(b.shape) != tuple(self.head.bias.shape):
+            raise ValueError(f"head: expected weight {tuple(self.head.weight.shape)} and bias "
+                             f"{tuple(self.head.bias.shape)}, got {tuple(w.shape)} and {tuple(b.shape)}")
+        with torch.no_grad():
+            self.head.weight.copy_(w)
+            self.head.bias.copy_(b)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """The encoder in the sentence-transformers layout, the head in `HEAD_FILE`."""
+        from safetensors.torch import save_file
+
+        self.encoder.sentence_transformer.save(str(folder))
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  str(Path(folder) / HEAD_FILE))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, max_length: int | None = None,
+                        map_location: str = "cpu") -> "PooledClassifier":
+        """Load what `save_pretrained` wrote."""
+        from safetensors.torch import load_file
+        from sentence_transformers import SentenceTransformer
+
+        with quiet_transformers():
+            encoder = TextEncoder(SentenceTransformer(str(folder), device=map_location), max_length)
+        state = load_file(str(Path(folder) / HEAD_FILE))
+        model = cls(encoder, state["weight"].shape[0])
+        model.head.load_state_dict(state)
+        return model.to(map_location)
+
+
+class TextClassifier(torch.nn.Module):
+    """A text classifier with its tokenizer and labels: `predict` / `predict_proba` on raw texts
+    or text pairs, `evaluate` on labelled data, `finetuner.save` / `finetuner.load`.
+
+    Args:
+        model: a `transformers` `*ForSequenceClassification` model, or a `PooledClassifier`,
+            whose head has C outputs.
         tokenizer: its tokenizer.
         classes: the C labels in class-id order (ints or strings: what `predict` returns).
         multi_label: sigmoid per class (several labels per text) instead of softmax.
         threshold: multi-label probability cut-off, in (0, 1).
         max_length: truncate inputs to this many tokens (None: the model's maximum).
+        strategy: how it was trained ("finetune", "setfit", "linear-probe"; see
+            `finetuner.recipes.classification`), kept in the saved folder; None if unknown.
 
     Inputs (forward):
         the tokenizer's output: `input_ids`, `attention_mask` (and `token_type_ids` when the
@@ -57,11 +149,16 @@ class TextClassifier(torch.nn.Module):
     """
 
     def __init__(self, model, tokenizer, classes: Sequence, *, multi_label: bool = False, threshold: float = 0.5,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, strategy: str | None = None) -> None:
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.classes, self.multi_label = list(classes), bool(multi_label)
-        self.threshold, self.max_length = float(threshold), max_length
+        self.threshold, self.max_length, self.strategy = float(threshold), max_length, strategy
+
+    @property
+    def head(self) -> str:
+        """"pooled" (a `PooledClassifier`) or "sequence-classification" (a transformers model)."""
+        return "pooled" if isinstance(self.model, PooledClassifier) else "sequence-classification"
 
     @property
     def label_names(self) -> list[str]:
@@ -72,15 +169,9 @@ class TextClassifier(torch.nn.Module):
         """Logits, float [B, C], of tokenised inputs (int64 [B, L] tensors by name)."""
         return self.model(**inputs).logits
 
-    def logits(self, data: Any, batch_size: int = 64) -> np.ndarray:
-        """Logits of every row of `data` (anything `to_text_rows` reads; labels are ignored), in
-        order: float32 numpy [N, C]. Batches hold texts of similar length (less padding); the
-        forward runs in the model's own precision (fp32 for a finished model, the run's
-        autocast while it trains).
-
-        Raises:
-            ValueError: a batch_size that is not an int >= 1, or unreadable texts.
-        """
+    def _run(self, data: Any, batch_size: int, width: int, forward: Callable) -> np.ndarray:
+        """`forward(self, tokenised batch)` over every row of `data`, float32 numpy [N, width],
+        in order; batches of similar length (less padding), no gradients."""
         rows = data if isinstance(data, TextRows) else to_text_rows(data, "texts", require_labels=False)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
@@ -94,10 +185,32 @@ class TextClassifier(torch.nn.Module):
                                           truncation=True, max_length=self.max_length, padding=True,
                                           return_tensors="pt"))
 
-        out = np.empty((len(rows), len(self.classes)), dtype=np.float32)
-        for idx, logits in zip(order, predict_batches(self, batches(), forward=lambda m, b: m(**b))):
-            out[idx] = logits.float().cpu().numpy()
+        out = np.empty((len(rows), width), dtype=np.float32)
+        for idx, values in zip(order, predict_batches(self, batches(), forward=forward)):
+            out[idx] = values.float().cpu().numpy()
         return out
+
+    def logits(self, data: Any, batch_size: int = 64) -> np.ndarray:
+        """Logits of every row of `data` (anything `to_text_rows` reads; labels are ignored), in
+        order: float32 numpy [N, C]. The forward runs in the model's own precision (fp32 for a
+        finished model, the run's autocast while it trains).
+
+        Raises:
+            ValueError: a batch_size that is not an int >= 1, or unreadable texts.
+        """
+        return self._run(data, batch_size, len(self.classes), lambda m, b: m(**b))
+
+    def embed(self, data: Any, batch_size: int = 64) -> np.ndarray:
+        """The L2-normalised sentence embeddings the head of a "pooled" model reads, float32
+        numpy [N, D], in the order of `data`.
+
+        Raises:
+            TypeError: a "sequence-classification" model (its head reads the encoder's pooler).
+        """
+        if not isinstance(self.model, PooledClassifier):
+            raise TypeError("embed: only a classifier with a pooled head (strategy 'setfit' or 'linear-probe') "
+                            "has sentence embeddings under its head")
+        return self._run(data, batch_size, self.model.encoder.embedding_dim, lambda m, b: m.model.embed(**b))
 
     def predict(self, texts: Any, batch_size: int = 64) -> Predictions:
         """Predicted labels and class probabilities.
@@ -123,6 +236,11 @@ class TextClassifier(torch.nn.Module):
             labels = [self.classes[j] for j in probs.argmax(-1)]
         return Predictions(labels, probs)
 
+    def predict_proba(self, texts: Any, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, float32 [N, C], column i for `classes[i]` (scikit-learn's
+        `predict_proba`); see `predict`."""
+        return self.predict(texts, batch_size).probabilities
+
     def evaluate(self, data: Any, batch_size: int = 64, compute_metrics: Callable | None = None) -> dict:
         """`eval_loss` (unweighted) and `classification_metrics` on labelled `data` (any form
         `fit` takes), plus `compute_metrics(EvalPrediction)` if given.
@@ -137,15 +255,16 @@ class TextClassifier(torch.nn.Module):
 
     # ---- saving ------------------------------------------------------------------------
     def _finetuner_save(self, folder: str | os.PathLike) -> None:
-        """Write the `save_pretrained` layout (config.json with id2label, model.safetensors,
-        tokenizer files) plus finetuner.json; `finetuner.save` makes it atomic."""
+        """Write the model's layout (see the module docstring), the tokenizer files and
+        finetuner.json (classes, head, strategy, ...); `finetuner.save` makes it atomic."""
         folder = Path(folder)
         with quiet_transformers():  # no "Writing model shards" bar on every checkpoint
             self.model.save_pretrained(folder)
             self.tokenizer.save_pretrained(folder)
         write_json(folder / META, {"format_version": FORMAT_VERSION, "framework": "torch", "kind": KIND,
                                    "classes": self.classes, "multi_label": self.multi_label,
-                                   "threshold": self.threshold, "max_length": self.max_length})
+                                   "threshold": self.threshold, "max_length": self.max_length,
+                                   "head": self.head, "strategy": self.strategy})
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, map_location: str = "cpu") -> "TextClassifier":
@@ -161,13 +280,18 @@ class TextClassifier(torch.nn.Module):
         if not path.is_dir():
             raise FileNotFoundError(f"path: {str(path)!r} is not a folder")
         meta = read_meta(path) if (path / META).is_file() else {}
-        tokenizer = load_tokenizer(str(path))
-        with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(str(path))
-        model.to(map_location)
+        if meta.get("head") == "pooled":
+            model = PooledClassifier.from_pretrained(path, meta.get("max_length"), map_location)
+            tokenizer = model.encoder.tokenizer
+        else:
+            tokenizer = load_tokenizer(str(path))
+            with quiet_transformers():
+                model = AutoModelForSequenceClassification.from_pretrained(str(path))
+            model.to(map_location)
         classes = meta.get("classes") or list(range(model.config.num_labels))
         return cls(model, tokenizer, classes, multi_label=meta.get("multi_label", False),
-                   threshold=meta.get("threshold", 0.5), max_length=meta.get("max_length")).eval()
+                   threshold=meta.get("threshold", 0.5), max_length=meta.get("max_length"),
+                   strategy=meta.get("strategy")).eval()
 
 
 def load_saved(path: Path, meta: dict, model, map_location: str) -> TextClassifier:
@@ -200,113 +324,3 @@ def load_tokenizer(spec: str):
     except Exception as e:  # OSError, ValueError, ...: the message says which files were tried
         raise ValueError(f"model: could not load a tokenizer from {spec!r} ({type(e).__name__}: {e}); "
                          "pass tokenizer=") from e
-
-
-# ---- from the model argument to a TextClassifier --------------------------------------------
-class ClassifierSource(NamedTuple):
-    """A classification model argument, resolved without loading weights.
-
-    Attributes:
-        kind: "classifier" (a `TextClassifier`), "hf" (a transformers model object) or "path".
-        model: the `TextClassifier`, the transformers model, or the folder path / hub id.
-        tokenizer: its tokenizer.
-        config: the transformers config.
-        head: (classes, names) when the model already has a trained, named head, else None.
-    """
-
-    kind: str
-    model: Any
-    tokenizer: Any
-    config: Any
-    head: tuple[list, list] | None
-
-
-def resolve_source(model: Any, tokenizer: Any = None) -> ClassifierSource:
-    """Resolve `fit`'s model argument (and an optional tokenizer) for the classification recipe.
-
-    Raises:
-        TypeError: a model of another kind, or a transformers model without a classification head.
-        ValueError: a path that is no model folder, a folder without tokenizer, a model object
-            that does not say where its tokenizer is.
-    """
-    if isinstance(model, TextClassifier):
-        return ClassifierSource("classifier", model, tokenizer or model.tokenizer, model.model.config,
-                                (model.classes, model.label_names))
-    if hasattr(model, "config") and hasattr(model, "save_pretrained") and isinstance(model, torch.nn.Module):
-        if not type(model).__name__.endswith("ForSequenceClassification"):
-            raise TypeError(f"model: a {type(model).__name__} has no sequence-classification head; pass its folder "
-                            "path (a new head is added) or an AutoModelForSequenceClassification model")
-        if tokenizer is None:
-            source = getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
-            if not source:
-                raise ValueError("tokenizer: the model object does not say where it was loaded from; pass tokenizer=")
-            tokenizer = load_tokenizer(source)
-        return ClassifierSource("hf", model, tokenizer, model.config, trained_head(model.config))
-    if isinstance(model, (str, os.PathLike)):
-        from transformers import AutoConfig
-
-        spec = str(model)
-        try:
-            config = AutoConfig.from_pretrained(spec)
-        except Exception as e:
-            raise ValueError(f"model: {spec!r} is not a model folder or a reachable model id "
-                             f"({type(e).__name__}: {e})") from e
-        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec)
-        return ClassifierSource("path", spec, tokenizer, config, trained_head(config))
-    raise TypeError(f"model: expected a model folder path, a transformers *ForSequenceClassification model or a "
-                    f"TextClassifier, got {type(model).__name__}")
-
-
-def trained_head(config) -> tuple[list, list] | None:
-    """(classes, names) of a config with a trained, named sequence-classification head (its
-    `id2label` is not transformers' default LABEL_0, LABEL_1, ...), else None."""
-    archs = getattr(config, "architectures", None) or []
-    id2label = getattr(config, "id2label", None) or {}
-    default = all(str(v) == f"LABEL_{int(k)}" for k, v in id2label.items())
-    if any(a.endswith("ForSequenceClassification") for a in archs) and id2label and not default:
-        names = [str(id2label[i]) for i in range(len(id2label))]
-        return list(range(len(names))), names
-    return None
-
-
-def token_limit(source: ClassifierSource, max_length: int | None) -> int:
-    """The tokens per input: `max_length` capped at what tokenizer and model take (512 when
-    neither says).
-
-    Raises:
-        ValueError: the tokenizer has more tokens than the model's vocabulary.
-    """
-    tok, config = source.tokenizer, source.config
-    if len(tok) > getattr(config, "vocab_size", len(tok)):
-        raise ValueError(f"tokenizer: it has {len(tok)} tokens but the model's vocabulary has {config.vocab_size}; "
-                         "they do not belong together")
-    limit = min(getattr(tok, "model_max_length", 512) or 512, getattr(config, "max_position_embeddings", 512) or 512)
-    return min(max_length or limit, limit)
-
-
-def build_classifier(source: ClassifierSource, classes: list, names: list, *, multi_label: bool,
-                     threshold: float, max_length: int, new_head: bool) -> TextClassifier:
-    """The `TextClassifier` to train: from a folder, a model with a head of len(classes) outputs
-    (`new_head`: a fresh one, replacing a trained head); a model object keeps its head, which
-    must have len(classes) outputs. id2label / label2id / problem_type come from the labels.
-
-    Raises:
-        ValueError: a model object whose head has another number of outputs.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    id2label, label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
-    problem = "multi_label_classification" if multi_label else "single_label_classification"
-    if source.kind == "path":
-        with quiet_transformers():
-            hf = AutoModelForSequenceClassification.from_pretrained(
-                source.model, num_labels=len(classes), id2label=id2label, label2id=label2id, problem_type=problem,
-                ignore_mismatched_sizes=new_head and source.head is not None)
-    else:
-        hf = source.model.model if source.kind == "classifier" else source.model
-        if hf.config.num_labels != len(classes):
-            raise ValueError(f"labels: the model's head has {hf.config.num_labels} outputs but the data has "
-                             f"{len(classes)} classes {classes[:20]!r}; pass the model's folder path to get a new head")
-        hf.config.id2label, hf.config.label2id, hf.config.problem_type = id2label, label2id, problem
-    return TextClassifier(hf, source.tokenizer, classes, multi_label=multi_label, threshold=threshold,
-                          max_length=max_length)

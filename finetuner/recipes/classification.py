@@ -1,73 +1,69 @@
-"""The classification recipe: fine-tune a Hugging Face sequence classifier on labelled texts or
-text pairs, on the shared engine.
+"""The classification recipe: a text classifier (single texts or text pairs, one label or
+several per row) from a pretrained encoder, with the training strategy chosen from the data.
 
-It is the Hugging Face course's chapter 3 (MRPC paraphrase detection with `Trainer`) as one
-call: `AutoModelForSequenceClassification` with a new head whose `id2label` comes from the
-data, tokenisation with `datasets.Dataset.map`, dynamic padding per batch, batches of similar
-length (less padding, less compute), metrics on the eval set after every epoch, early stopping,
-and the best epoch's weights restored.
+Reads top to bottom: resolve the arguments, read the rows and the label space, choose the
+strategy (`choose_strategy`: which one and why, printed and kept in `result.settings`), hold out
+a validation split when there is no eval_data and the strategy selects epochs, then run the
+strategy:
 
-Reads top to bottom: resolve the arguments, read the rows and the label space, build the
-`TextClassifier`, tokenise, the length-grouped batches, one real batch through model and loss,
-the metrics before training, the engine's run, then `finish`. The pieces live by job:
-`data.text_rows` (reading), `data.label_space`, `data.text_batches` (tokenising, padding),
-`models.classifier`, `losses.classification`, `evaluation.classification`.
+- "setfit" (few examples per class, `recipes.fewshot`): the encoder tuned contrastively on the
+  labels, then a logistic-regression head on its embeddings (Tunstall et al., 2022);
+- "finetune" (more data, `recipes.classification_finetune`): the whole model trained end to
+  end, its passes, learning rates and warm-up set by the data size;
+- "linear-probe" (`recipes.fewshot`): the head only, on the frozen encoder's embeddings.
+
+Every strategy returns a `TextClassifier` (`predict`, `predict_proba`, `evaluate`), saved with
+its strategy and loaded by `finetuner.load`; `fit` on it trains it further.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
-
 from ..config import TrainArgs
 from ..console import note, verbosity
-from ..data.label_space import class_weights_for, encode_labels, is_multi_label, label_space
-from ..data.samplers import LengthGroupedBatchSampler
-from ..data.text_batches import padding_collator, tokenize_rows
+from ..data.label_space import (class_counts, class_weights_for, encode_labels, is_multi_label, label_space,
+                                validation_split)
 from ..data.text_rows import to_text_rows
-from ..engine.predict import move_to_device
-from ..evaluation.classification import classifier_eval_metrics
-from ..losses.classification import classification_loss
-from ..models.classifier import (ClassifierSource, Predictions, TextClassifier, build_classifier, resolve_source,
-                                 token_limit)
-from .finish import finish
-from .result import FitResult
-from .run import optimizer_for, prepare, standard_callbacks, train
+from ..models.classifier import TextClassifier
+from .classification_finetune import PATIENCE, fit_finetune, finetune_args
+from .classification_model import (ClassificationResult, ClassificationTask, ClassifierSource, resolve_source,
+                                   saved_meta, token_limit)
+from .fewshot import fit_fewshot, fewshot_args
 
-# the defaults of transformers' `TrainingArguments`, as in the course
-DEFAULTS = TrainArgs(epochs=3, batch_size=8, learning_rate=5e-5, weight_decay=0.0, optimizer="adamw",
-                     scheduler="linear", warmup_ratio=0.0, max_grad_norm=1.0, eval_batch_size=64, precision="auto")
-# batches per length-sorted pool with group_by_length=True: transformers' mega-batches of 50
-POOL_BATCHES = 50
+STRATEGIES = ("auto", "setfit", "finetune", "linear-probe")
+HEADS = ("auto", "pooled", "sequence-classification")
+# "auto": SetFit below this many training rows per class (mean), end-to-end fine-tuning from it
+# on. Provisional: the sweep (benchmarks/fewshot_vs_setfit.py --sweep) so far covers SST-2 only,
+# where "setfit" led at 100 and 300 rows per class and "finetune" at 500 and 1,000
+SETFIT_BELOW = 100
+# a validation split is held out (without eval_data, for "finetune") when there are at least
+# this many rows per class on average and in all
+SPLIT_MIN_PER_CLASS, SPLIT_MIN_ROWS = 8, 50
+POOL_BATCHES = 50  # batches per length-sorted pool with group_by_length=True (transformers' mega-batches)
 
-
-@dataclass
-class ClassificationResult(FitResult):
-    """`FitResult` of a classifier: `.model` is the `TextClassifier`; `predict` is its
-    `predict` (labels and probabilities, see `TextClassifier.predict`)."""
-
-    def predict(self, texts: Any, batch_size: int = 64) -> Predictions:
-        """See `TextClassifier.predict`."""
-        return self.model.predict(texts, batch_size=batch_size)
+__all__ = ["ClassificationResult", "POOL_BATCHES", "STRATEGIES", "choose_strategy", "fit_classification",
+           "looks_like_classification"]
 
 
 def looks_like_classification(model: Any, kwargs: Mapping) -> bool:
     """Whether `fit` should pick this recipe without `task=`: the model is a `TextClassifier`
-    or a transformers `*ForSequenceClassification` model, a folder whose config.json names such
-    an architecture, or `num_labels` is given with a model path / transformers model. Reads at
-    most one small JSON file; never raises."""
+    or a transformers `*ForSequenceClassification` model, a folder saved as a text classifier
+    or whose config.json names such an architecture, or `num_labels` / `strategy` is given with
+    a model path / transformers model. Reads at most two small JSON files; never raises."""
     if isinstance(model, TextClassifier) or type(model).__name__.endswith("ForSequenceClassification"):
         return True
     is_path = isinstance(model, (str, os.PathLike))
-    if "num_labels" in kwargs and (is_path or hasattr(model, "save_pretrained")):
+    if ("num_labels" in kwargs or "strategy" in kwargs) and (is_path or hasattr(model, "save_pretrained")):
         return True
     if is_path:
+        if saved_meta(model).get("kind") == "text-classifier":
+            return True
         try:
             archs = json.loads((Path(model) / "config.json").read_text()).get("architectures") or []
         except (OSError, ValueError, AttributeError):
@@ -76,11 +72,45 @@ def looks_like_classification(model: Any, kwargs: Mapping) -> bool:
     return False
 
 
+def choose_strategy(strategy: str, n_rows: int, counts: Sequence[int], source: ClassifierSource | None = None
+                    ) -> tuple[str, str]:
+    """The training strategy for `n_rows` training rows with `counts[c]` rows of class c, and why.
+
+    "auto": a model whose transformers classification head is already trained keeps being
+    fine-tuned end to end; "linear-probe" when no class has two rows (nothing to contrast);
+    otherwise "setfit" below `SETFIT_BELOW` rows per class (mean), else "finetune". Any other
+    value is returned as given.
+
+    Returns:
+        (strategy, reason): one of "setfit", "finetune", "linear-probe", and a sentence.
+
+    Raises:
+        ValueError: a strategy not in `STRATEGIES`.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
+    if strategy != "auto":
+        return strategy, f"strategy={strategy!r} was given"
+    per_class = n_rows / max(len(counts), 1)
+    if source is not None and source.head is not None and not (
+            source.kind == "classifier" and source.model.head == "pooled"):
+        return "finetune", "the model's classification head is already trained: it is trained further end to end"
+    if max(counts, default=0) < 2:
+        return "linear-probe", "no class has two training rows: nothing to contrast; a head on the frozen encoder"
+    if per_class < SETFIT_BELOW:
+        return "setfit", (f"{per_class:.1f} training rows per class (< {SETFIT_BELOW}): few-shot (SetFit-style "
+                          "contrastive tuning of the encoder, then a logistic-regression head)")
+    return "finetune", (f"{per_class:.1f} training rows per class (>= {SETFIT_BELOW}): end-to-end fine-tuning, "
+                        f"passes and learning rates set by the data size")
+
+
 def fit_classification(
     model: Any,
     train_data: Any,
     eval_data: Any = None,
     *,
+    strategy: str = "auto",
+    head: str = "auto",
     tokenizer: Any = None,
     num_labels: int | None = None,
     labels: Sequence | None = None,
@@ -92,30 +122,36 @@ def fit_classification(
     compute_metrics: Callable | None = None,
     monitor: str | None = None,
     restore_best: bool = True,
+    head_learning_rate: float | None = None,
     **train_args: Any,
 ) -> ClassificationResult:
-    """Fine-tune a text classifier (single sentences or sentence pairs) and report accuracy / F1
-    on `eval_data` before training, after every epoch and at the end.
-
-    The recipe of the Hugging Face course, chapter 3 (Devlin et al., 2019, BERT fine-tuning):
-    `AutoModelForSequenceClassification` with a new head, AdamW, a linear learning-rate decay,
-    dynamic padding; its defaults are `TrainingArguments`' (3 epochs, batch 8, lr 5e-5, no
-    weight decay, gradient clipping at 1.0). Batches group texts of similar length
-    (`LengthGroupedBatchSampler`), which removes most padding and so most wasted compute.
+    """Train a text classifier (single texts or text pairs; one label, or a list of labels per
+    row) with the strategy that suits the data, and report accuracy / F1 before and after.
 
     Args:
-        model: a local model folder or hub id (a base encoder gets a new classification head;
-            `id2label` / `label2id` come from the data's labels), a transformers
-            `*ForSequenceClassification` model, or a `TextClassifier` (e.g. `finetuner.load`'s)
-            to train further. A model whose head is trained and named keeps it: the data's
-            labels must then be in its `id2label`.
+        model: a local model folder or hub id (a sentence-transformers model or any encoder;
+            a new head is added, `id2label` from the data's labels), a transformers
+            `*ForSequenceClassification` model, or a `TextClassifier` / a folder saved from
+            one (e.g. `finetuner.load`'s) to train further. A model whose head is trained and
+            named keeps it: the data's labels must then be in its `id2label`.
         train_data: labelled texts or text pairs: (text, label) or (text_a, text_b, label)
             tuples, dicts, a DataFrame, a `datasets.Dataset` (e.g. `finetuner.toydata.generate_mrpc()`),
             a .csv/.tsv/.jsonl file or `LabeledData` (see `to_text_rows`). Labels are ints or
             strings; a list of labels per row makes the task multi-label.
-        eval_data: labelled data in the same form, or None.
+        eval_data: labelled data in the same form, or None. It is what the before/after
+            metrics are computed on and, for "finetune", what early stopping and the best-epoch
+            restore watch; without it "finetune" holds out a stratified validation split of
+            train_data (about 10%, at most 1,000 rows, at least one per class) for that.
 
     Keyword Args:
+        strategy: "auto" (`choose_strategy`: "setfit" below `SETFIT_BELOW` rows per class,
+            else "finetune"), "setfit", "finetune" or "linear-probe". The choice and its
+            reason are printed and kept in `result.settings` and in the saved folder.
+        head: for "finetune": "auto" ("pooled" for a sentence-transformers model folder or a
+            pooled classifier, else "sequence-classification"), "pooled" (`PooledClassifier`:
+            a linear layer on the normalised sentence embedding, started from the linear
+            probe) or "sequence-classification" (transformers' head on the pooler). "setfit"
+            and "linear-probe" always train a pooled head.
         tokenizer: default: the model folder's own (an error if it has none).
         num_labels: number of classes, when int labels 0..K-1 do not all occur in train_data.
         labels: the classes in id order (ints or strings); default: the sorted labels of
@@ -125,39 +161,45 @@ def fit_classification(
             list of labels. threshold: multi-label probability cut-off (0.5).
         class_weights: None, "balanced", {label: weight} or C weights (see `class_weights_for`).
         max_length: truncate to this many tokens (default: the model's maximum).
-        group_by_length: True: batches of similar length (length-sorted pools of 50 batches,
-            transformers' mega-batches); an int: batches per pool; False: random batches.
+        group_by_length: "finetune": True: batches of similar length (length-sorted pools of
+            50 batches, transformers' mega-batches); an int: batches per pool; False: random.
         compute_metrics: `(transformers.EvalPrediction) -> dict[str, float]`, as for
-            `transformers.Trainer`; its keys join the epoch logs. It is called once before
-            training, so a broken one fails early.
-        monitor: the logged metric early stopping and the best-model restore watch; default
-            "accuracy" ("micro_f1" for multi-label; "train_loss" without eval_data).
-        restore_best: with eval_data, load the weights of the best epoch (by `monitor`) at the end.
-        **train_args: `finetuner.config.TrainArgs` fields; defaults `DEFAULTS`: 3 epochs of
-            batch 8, AdamW (fused where the device has it) at 5e-5 with a linear decay, no
-            warm-up, weight decay 0 (never on biases and LayerNorm weights), clipping at 1.0,
-            eval batch 64, precision "auto" (bf16 autocast where the hardware computes bf16
-            natively, else fp32). With output_dir: the model (output_dir/model, a
-            `save_pretrained` folder), metrics.json, metrics.csv, TensorBoard logs and a
-            checkpoint per epoch.
+            `transformers.Trainer`; its keys join the eval metrics.
+        monitor: "finetune": the metric early stopping and the restore watch; default
+            "accuracy" ("micro_f1" for multi-label; "train_loss" without eval rows).
+        restore_best: "finetune" with eval rows: load the best epoch's weights at the end.
+        head_learning_rate: "finetune": the head's learning rate (default 20 x learning_rate).
+        **train_args: `finetuner.config.TrainArgs` fields; each given one overrides the
+            strategy's default. "finetune" (`classification_finetune.finetune_args`): batch 16
+            below 2,000 rows else 32, at least 300 optimizer steps in 3 to 20 passes, AdamW at
+            5e-5 (fused), weight decay 0.01, 10% warm-up then linear decay, clipping at 1.0,
+            early stopping after 2 epochs without a better validation score. "setfit" (the
+            contrastive step, `fewshot.fewshot_args`): batch 32, 4 texts per class, AdamW at
+            5e-5, 10% warm-up, passes for about 40 steps (at most 20). Precision "auto" (bf16
+            where the hardware computes it natively). With output_dir: the model
+            (output_dir/model), metrics.json and, for "finetune", logs and checkpoints.
 
     Returns:
-        `ClassificationResult`: `.model` (the `TextClassifier`), `.predict(texts)`, `.history`
-        (per epoch: train_loss, eval_loss, accuracy, f1 or macro_f1, your metrics, timings),
-        `.metrics_before`, `.metrics_after` (of the model as returned, in fp32).
+        `ClassificationResult`: `.model` (the `TextClassifier`), `.predict(texts)`,
+        `.predict_proba(texts)`, `.history`, `.metrics_before` / `.metrics_after` (on
+        eval_data or the validation split; for "setfit" "before" is the linear probe),
+        `.settings` (strategy, strategy_reason, every setting used).
 
     Raises:
         ValueError: before any training: a model folder without tokenizer, labels not in the
-            model's `id2label` (or in `labels`), one class only, a missing label, a pair with a
-            missing side, eval labels never seen in training, bad class weights, an unknown
-            `monitor`, an out-of-range argument.
+            model's `id2label` (or in `labels`), one class only, a missing label or text, a pair
+            with a missing side, eval labels never seen in training (named), bad class weights,
+            an unknown `monitor`, `strategy` or `head`, an out-of-range argument.
         TypeError: an unsupported model, an unknown training argument, or a `compute_metrics`
             that returns no dict of numbers.
         FloatingPointError: the loss became NaN or infinite during training.
     """
-    args = DEFAULTS.override(train_args)
-    pool_batches = _check_options(threshold, max_length, monitor, group_by_length)
-    with verbosity(args.verbose):
+    pool_batches = _check_options(threshold, max_length, monitor, group_by_length, head)
+    TrainArgs().override(train_args)  # a bad or unknown setting fails here, before anything is loaded
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
+    verbose = train_args.get("verbose", True)
+    with verbosity(verbose):
         source = resolve_source(model, tokenizer)
         train_rows = to_text_rows(train_data, "train_data")
         eval_rows = to_text_rows(eval_data, "eval_data") if eval_data is not None else None
@@ -166,56 +208,53 @@ def fit_classification(
                                      head=source.head)
         y_train = encode_labels(train_rows.labels, classes, multi, "train_data")
         y_eval = encode_labels(eval_rows.labels, classes, multi, "eval_data") if eval_rows is not None else None
+        counts = class_counts(y_train, len(classes))
+        if not multi and (counts == 1).any():
+            lonely = [classes[i] for i in (counts == 1).nonzero()[0][:10]]
+            warnings.warn(f"train_data: classes {lonely} have a single example; they stay in training, but one "
+                          "example says little about a class", stacklevel=2)
+        chosen, reason = choose_strategy(strategy, len(train_rows), counts.tolist(), source)
+        note(f"strategy: {chosen} ({reason})")
         weights = class_weights_for(class_weights, y_train, classes, multi)
-        max_length = token_limit(source, max_length)
-        monitor = monitor or ("train_loss" if eval_rows is None else ("micro_f1" if multi else "accuracy"))
+        task = ClassificationTask(source, train_rows, eval_rows, y_train, y_eval, classes, names, multi, threshold,
+                                  weights, token_limit(source, max_length))
+        if chosen != "finetune":
+            args = fewshot_args(task, train_args)
+            return fit_fewshot(task, chosen, args, reason=reason, compute_metrics=compute_metrics)
 
-        accelerator, precision = prepare(args)  # seeds every RNG: the new head's init follows
-        new_head = source.head is None or labels is not None
-        clf = build_classifier(source, classes, names, multi_label=multi, threshold=threshold,
-                               max_length=max_length, new_head=new_head)
-        if source.kind == "path":
-            note(f"{'new' if new_head else 'trained'} classification head: {len(classes)} labels {names[:10]}")
-        clf.to(accelerator.device)
-        train_set = tokenize_rows(train_rows, y_train, source.tokenizer, max_length)
-        collate = padding_collator(source.tokenizer)
-        sampler = LengthGroupedBatchSampler([len(ids) for ids in train_set["input_ids"]], args.batch_size,
-                                            pool_batches=pool_batches, seed=args.seed)
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate)
-
-        def compute_loss(m: torch.nn.Module, batch: dict) -> torch.Tensor:
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            return classification_loss(m(**inputs), batch["labels"], multi_label=multi, class_weights=weights)
-
-        def evaluate(m: TextClassifier) -> dict:
-            return classifier_eval_metrics(m.logits(eval_rows, args.eval_batch_size), y_eval, multi_label=multi,
-                                           threshold=threshold, class_weights=weights,
-                                           compute_metrics=compute_metrics)
-
-        # one real batch through model and loss before any long work: inputs the model cannot take fail here
-        with torch.no_grad():
-            first = collate([train_set[i] for i in next(iter(sampler))])
-            compute_loss(clf, move_to_device(first, accelerator.device))
-        metrics_before = evaluate(clf) if eval_rows is not None else {}
-        if eval_rows is not None and monitor not in metrics_before and monitor != "train_loss":
-            raise ValueError(f"monitor: {monitor!r} is not a logged metric; logged: {['train_loss', *metrics_before]}")
-
-        args = _fused_adamw(args, accelerator.device)
-        optimizer, scheduler = optimizer_for(clf, args, len(sampler), params=_decay_groups(clf, args.weight_decay))
-        callbacks = standard_callbacks(args, monitor, restore_best=eval_rows is not None and restore_best)
-        run = train(clf, loader, compute_loss, args=args, accelerator=accelerator, optimizer=optimizer,
-                    scheduler=scheduler, callbacks=callbacks, evaluate=evaluate if eval_rows is not None else None,
-                    sampler=sampler, precision=precision)
-        result = ClassificationResult(run.model, run.state.history, metrics_before, run.metrics_after, settings={
-            "task": "classification", "table_title": "classification metrics on eval_data", **args.to_dict(),
-            "precision": precision, "num_labels": len(classes), "classes": classes, "multi_label": multi,
-            "group_by_length": group_by_length, "max_length": max_length, "monitor": monitor,
-            "best_epoch": run.state.best_epoch, "train_items": len(train_rows),
-            "eval_items": len(eval_rows) if eval_rows is not None else 0, "pairs": train_rows.pairs is not None})
-        return finish(result, args, is_main_process=accelerator.is_main_process)
+        if eval_rows is None and len(train_rows) >= max(SPLIT_MIN_ROWS, SPLIT_MIN_PER_CLASS * len(classes)):
+            seed = train_args.get("seed", 42)
+            keep, held = validation_split(y_train, seed=seed)
+            task.train_rows, task.eval_rows = train_rows.take(keep), train_rows.take(held)
+            task.y_train, task.y_eval = y_train[keep], y_train[held]
+            task.eval_name = f"a validation split of {len(held)} rows held out from train_data"
+            note(f"validation: {len(held)} of {len(train_rows)} rows held out (stratified) for early stopping and "
+                 "the best-epoch restore")
+        args = finetune_args(len(task.train_rows), train_args)
+        if task.eval_rows is not None and "early_stopping" not in train_args:
+            args = args.override({"early_stopping": {"patience": PATIENCE}})
+        monitor = monitor or ("train_loss" if task.eval_rows is None else ("micro_f1" if multi else "accuracy"))
+        use_head = _finetune_head(head, source)
+        return fit_finetune(task, args, reason=reason, head=use_head, new_head=source.head is None or labels is not None,
+                            pool_batches=pool_batches, monitor=monitor, restore_best=restore_best,
+                            head_learning_rate=head_learning_rate, compute_metrics=compute_metrics)
 
 
-def _check_options(threshold: float, max_length: int | None, monitor: str | None, group_by_length: bool | int) -> int:
+def _finetune_head(head: str, source: ClassifierSource) -> str:
+    """"auto": "pooled" for a sentence-transformers folder (its encoder was trained for mean-pooled
+    embeddings, not for the pooler a sequence-classification head reads) or a pooled
+    classifier, else "sequence-classification"."""
+    if head != "auto":
+        return head
+    if source.kind == "classifier":
+        return source.model.head
+    if source.kind == "path" and (Path(source.model) / "modules.json").is_file():
+        return "pooled"
+    return "sequence-classification"
+
+
+def _check_options(threshold: float, max_length: int | None, monitor: str | None, group_by_length: bool | int,
+                   head: str) -> int:
     """Check the recipe's own options; return the batches per length-sorted pool."""
     if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
@@ -223,6 +262,8 @@ def _check_options(threshold: float, max_length: int | None, monitor: str | None
         raise ValueError(f"max_length: expected None or an int >= 2, got {max_length!r}")
     if monitor is not None and not isinstance(monitor, str):
         raise ValueError(f"monitor: expected a metric name such as 'accuracy' or 'eval_loss', got {monitor!r}")
+    if head not in HEADS:
+        raise ValueError(f"head: expected one of {HEADS}, got {head!r}")
     if isinstance(group_by_length, bool):
         return POOL_BATCHES if group_by_length else 1
     if not isinstance(group_by_length, int) or group_by_length < 1:
@@ -240,22 +281,3 @@ def _multi_label(multi_label: bool | None, train_labels: list, source: Classifie
     if source.kind == "classifier" and labels is None and multi != source.model.multi_label:
         raise ValueError(f"multi_label: the model was trained with multi_label={source.model.multi_label}, got {multi}")
     return multi
-
-
-def _fused_adamw(args: TrainArgs, device: torch.device) -> TrainArgs:
-    """AdamW by name runs fused where the device has the fused kernel (CPU, CUDA), as
-    `transformers.Trainer` does, unless optimizer_kwargs says otherwise."""
-    kwargs = dict(args.optimizer_kwargs or {})
-    if not (isinstance(args.optimizer, str) and args.optimizer.lower() == "adamw") or "fused" in kwargs:
-        return args
-    return args.override({"optimizer_kwargs": {**kwargs, "fused": device.type in ("cpu", "cuda")}})
-
-
-def _decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """The two parameter groups: weight decay on weight matrices only, never on biases and
-    LayerNorm weights (as in BERT and `transformers.Trainer`)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model: it has no trainable parameter (everything is frozen): nothing to train")
-    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
