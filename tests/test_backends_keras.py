@@ -195,7 +195,8 @@ def test_fashion_acceptance_default_fit(data_dir):
     model = seed_mlp()
     r = finetuner.fit(model, train_data=generate_fashion(data_dir=data_dir),
                       eval_data=generate_fashion(is_testset=True, data_dir=data_dir), verbose=False)
-    assert r.metrics_after["mAP@10"] > r.metrics_before["mAP@10"] + 0.1
+    # nDCG@10: with 1,000 relevant items a query, trec_eval's MAP@10 (over R) is at most 0.01
+    assert r.metrics_after["nDCG@10"] > r.metrics_before["nDCG@10"] + 0.1
 
 
 def test_bridge_keeps_framework_weights_and_statistics_in_sync():

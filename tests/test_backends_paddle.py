@@ -143,7 +143,9 @@ def test_save_load_round_trip_native_format(tmp_path):
     meta = json.loads((tmp_path / "m" / "finetuner.json").read_text())
     assert meta["framework"] == "paddle" and (tmp_path / "m" / "model.pdparams").is_file()
     assert set(paddle.load(str(tmp_path / "m" / "model.pdparams"))) == set(model.state_dict())
-    loaded = finetuner.load(tmp_path / "m")
+    with pytest.raises(ValueError, match="trust_pickle=True"):
+        finetuner.load(tmp_path / "m")  # the pickled layer runs code: never read by default
+    loaded = finetuner.load(tmp_path / "m", trust_pickle=True)
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6)
     other = finetuner.to_embedding_model(classifier(seed=1), input_size=(28, 28), output_dim=8)
     finetuner.load(tmp_path / "m", model=other)
@@ -159,7 +161,7 @@ def test_fit_seed_example_on_real_fashion(fashion, tmp_path):
     assert r.model is model
     assert r.metrics_after["mAP@10"] > r.metrics_before["mAP@10"] + 0.02
     assert all(np.abs(v.numpy() - before[k]).max() > 0 for k, v in model.state_dict().items())
-    loaded = finetuner.load(tmp_path / "run" / "model")
+    loaded = finetuner.load(tmp_path / "run" / "model", trust_pickle=True)
     x = paddle.to_tensor(test.items[:8])
     model.eval()
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
@@ -182,7 +184,8 @@ def test_fashion_acceptance_default_fit(data_dir):
     model = seed_mlp()
     r = finetuner.fit(model, train_data=generate_fashion(data_dir=data_dir),
                       eval_data=generate_fashion(is_testset=True, data_dir=data_dir), verbose=False)
-    assert r.metrics_after["mAP@10"] > r.metrics_before["mAP@10"] + 0.1
+    # nDCG@10: with 1,000 relevant items a query, trec_eval's MAP@10 (over R) is at most 0.01
+    assert r.metrics_after["nDCG@10"] > r.metrics_before["nDCG@10"] + 0.1
 
 
 def test_embed_and_evaluate_take_the_paddle_model_directly(fashion):

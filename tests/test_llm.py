@@ -134,6 +134,33 @@ def test_unpacked_batches_pad_on_the_right_with_no_loss_on_padding():
     assert int(batch["num_tokens"]) == 8
 
 
+def test_trainer_config_maps_onto_train_args_in_one_place():
+    """The Hugging Face names of TrainerConfig become the TrainArgs every recipe takes; the
+    checkpoint settings become the engine's checkpoint policy; one precision rule."""
+    from finetuner.engine.checkpoint import Checkpoints
+    from finetuner.engine.precision import resolve_precision
+
+    cfg = TrainerConfig(num_train_epochs=2, per_device_train_batch_size=3, per_device_eval_batch_size=5,
+                        lr_scheduler_type="cosine", optim="adamw", weight_decay=0.0, warmup_ratio=0.1,
+                        save_steps=7, save_total_limit=3, output_dir="out", verbose=False)
+    args = cfg.to_train_args(device="cuda:1", resume=None)
+    assert (args.epochs, args.batch_size, args.eval_batch_size, args.scheduler, args.optimizer, args.device,
+            args.output_dir, args.resume, args.report) == (2, 3, 5, "cosine", "adamw", "cuda", "out", False, False)
+    assert args.optimizer_kwargs == {"weight_decay": 0.0}  # not AdamW's own default of 0.01
+    policy = [cb for cb in args.callbacks if isinstance(cb, Checkpoints)]
+    assert len(policy) == 1 and (policy[0].every_epoch, policy[0].save_steps, policy[0].keep) == (True, 7, 3)
+    assert TrainerConfig(save_strategy="no").checkpoints().every_epoch is False
+    assert cfg.to_train_args(epochs=4, output_dir="o2").epochs == 4
+    assert cfg.resolved_precision("cpu") == resolve_precision("auto", "cpu")
+
+    class Custom(TrainerConfig):
+        def build_optimizer(self, model):
+            return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=self.learning_rate)
+
+    assert Custom().overrides("build_optimizer") and not Custom().overrides("build_scheduler")
+    assert not cfg.overrides("build_optimizer")
+
+
 # ---- training, saving, reloading -----------------------------------------------------------------
 def test_train_save_reload_gives_the_same_generation(tasks, tmp_path):
     tuner = FineTuner("smollm2", device="cpu", dataset_name=tasks, eval_dataset=tasks, max_length=256,

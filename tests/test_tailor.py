@@ -332,7 +332,9 @@ def test_no_guessable_input_asks_for_input_size():
 def test_embedding_model_saves_and_loads_exactly(tmp_path):
     emb = to_embedding_model(Net(), "encoder.stages.1", freeze=-1, output_dim=6, input_size=(3, 8, 8)).eval()
     finetuner.save(emb, tmp_path / "m")
-    back = finetuner.load(tmp_path / "m")
+    with pytest.raises(ValueError, match="test_tailor.Net"):
+        finetuner.load(tmp_path / "m")  # a pickled user class: unpickling runs code, so never by default
+    back = finetuner.load(tmp_path / "m", trust_pickle=True)
     assert isinstance(back, EmbeddingModel) and back.layer_name == "encoder.stages.1"
     with torch.no_grad():
         assert torch.allclose(back(X_IMG), emb(X_IMG))

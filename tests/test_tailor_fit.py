@@ -170,4 +170,4 @@ def test_demo_tailor_quick_writes_figures_and_tuning_beats_the_untuned_model(dat
     assert figures["mAP@10_after_head128"] > figures["mAP@10_before_head128"]
     assert 0 < figures["precision@10_cut_untuned_1280d"] <= 1
     assert figures["prefix_cache_s"] is not None and len(figures["epoch_time_s"]) == 2
-    assert isinstance(finetuner.load(tmp_path / "tailor" / "model"), EmbeddingModel)
+    assert isinstance(finetuner.load(tmp_path / "tailor" / "model", trust_pickle=True), EmbeddingModel)

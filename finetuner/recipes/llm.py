@@ -23,6 +23,7 @@ from ..data.samplers import LengthGroupedBatchSampler
 from ..data.sequences import CAUSAL, CausalCollator, RowDataset, Seq2SeqCollator, pack_rows
 from ..engine.callbacks import CSVLogger, TensorBoardLogger
 from ..engine.checkpoint import latest_checkpoint
+from ..engine.distributed import mean_over
 from ..engine.optim import build_scheduler as named_scheduler
 from ..engine.predict import model_device, predict_batches
 from ..engine.throughput import TokenThroughput
@@ -164,7 +165,7 @@ def fit_llm(model: torch.nn.Module, tokenizer, train_data, eval_data=None, *, ta
 
         def compute_loss(m: torch.nn.Module, batch: dict) -> torch.Tensor:
             throughput.add(batch["num_tokens"])
-            return loss_fn(m, batch)
+            return mean_over(*loss_fn.sum_and_count(m, batch))  # token-weighted across processes
 
         # the standard callbacks, the token throughput first, only the loggers asked for
         unwanted = tuple(kind for name, kind in LOGGERS.items() if name not in loggers)
