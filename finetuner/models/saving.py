@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..io import FORMAT_VERSION, META, atomic_dir, is_saved_model, read_meta
+from ..io import FORMAT_VERSION, META, atomic_dir, is_saved_model, read_meta, untie_shared
 
 # steps run on every saved folder after the model's files are written, inside the atomic save:
 # `(model, folder) -> None` (e.g. a model card writer); add with `add_save_step`
@@ -50,13 +50,18 @@ def check_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
     path = Path(path)
     if overwrite or not os.path.lexists(path) or is_saved_model(path):
         return path
-    if path.is_dir() and not path.is_symlink():
-        entries = sorted(p.name for p in path.iterdir())
-        if not entries:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            entries = sorted(p.name for p in path.iterdir())
+            if not entries:
+                return path
+            what = f"a folder that is not a finetuner model (it holds {entries[:3]}{' ...' if len(entries) > 3 else ''})"
+        elif not os.path.lexists(path):  # another save of this path had just moved its old folder aside
             return path
-        what = f"a folder that is not a finetuner model (it holds {entries[:3]}{' ...' if len(entries) > 3 else ''})"
-    else:
-        what = "a file" if path.is_file() else "something that is not a folder"
+        else:
+            what = "a file" if path.is_file() else "something that is not a folder"
+    except FileNotFoundError:
+        return path
     raise FileExistsError(f"path: {str(path)!r} is {what}; save writes a model folder there and would replace it. "
                           "Choose another path, or pass overwrite=True to replace it")
 
@@ -109,7 +114,7 @@ def save(model: Any, path: str | os.PathLike, overwrite: bool = False) -> Path:
 
 def _save_module(model: torch.nn.Module, folder: Path) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(_untie(state), str(folder / "model.safetensors"))
+    save_file(untie_shared(state), str(folder / "model.safetensors"))
     meta = {"format_version": FORMAT_VERSION, "framework": "torch", "kind": "module",
             "class": f"{type(model).__module__}.{type(model).__qualname__}", "pickled": True}
     try:
@@ -120,15 +125,6 @@ def _save_module(model: torch.nn.Module, folder: Path) -> None:
                       f"load them with finetuner.load(path, model=YourModel())", stacklevel=3)
     (folder / META).write_text(json.dumps(meta, indent=2))
 
-
-def _untie(state: dict) -> dict:
-    """safetensors refuses tensors sharing memory (tied weights): give each its own copy."""
-    seen, out = set(), {}
-    for k, v in state.items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
-        out[k] = v.clone() if key in seen else v
-        seen.add(key)
-    return out
 
 
 def load(path: str | os.PathLike, model: torch.nn.Module | None = None, map_location: str = "cpu",
@@ -197,7 +193,7 @@ def load_pickled_module(file: str | os.PathLike, map_location: str = "cpu", trus
         with torch.serialization.safe_globals(allowed):
             return torch.load(file, map_location=map_location, weights_only=True)
     if not trust_pickle:
-        others = [n for n, c in zip(names, allowed) if c is None]
+        others = sorted({n for n, c in zip(names, allowed) if c is None})
         raise ValueError(f"path: {str(file)!r} is a pickled module naming {others[:5]}; unpickling it would run code "
                          "named in the file. Pass model=YourModel() to load only its weights (safe), or "
                          "trust_pickle=True (--trust-pickle) if you trust where the folder came from")
