@@ -162,7 +162,6 @@ def test_python_m_finetuner(tmp_path):
 
 
 def test_fit_and_evaluate_a_beir_folder(tiny_bert, tmp_path, capsys):
-    pytest.importorskip("finetuner.data.retrieval")
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
     docs = [(f"d{i}", t) for i, t in enumerate(t for texts in TOPICS.values() for t in texts)]

@@ -9,7 +9,6 @@ folder: corpus.jsonl, queries.jsonl, qrels/).
 from __future__ import annotations
 
 import importlib
-import inspect
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,13 +41,10 @@ def build_factory(spec: str, hint: str = "MODEL") -> Any:
 
 
 def load_saved(path: str | Path, trust_pickle: bool = False) -> Any:
-    """`finetuner.load(path, trust_pickle=...)`; a `load` without that argument (older versions)
-    is called without it."""
+    """`finetuner.load(path, trust_pickle=...)` (pickled modules only when trusted)."""
     from finetuner import load
 
-    if "trust_pickle" in inspect.signature(load).parameters:
-        return load(path, trust_pickle=trust_pickle)
-    return load(path)
+    return load(path, trust_pickle=trust_pickle)
 
 
 def is_saved(spec: str) -> bool:
