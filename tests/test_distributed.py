@@ -1,6 +1,9 @@
 """Every recipe on two real processes (gloo on the CPU), launched by torchrun and by accelerate
 launch: each item is trained once per epoch across the processes, 2 processes x B/2 take the
 steps of 1 process x B (the same step losses, metrics and weights), and only process 0 writes.
+Also: the few-shot (SetFit) strategy, whose head is fitted once; the LLM recipe under FSDP2
+(accelerate's state switched to FSDP, since accelerate itself does not shard on the CPU), with
+kill-and-resume and the saved adapter; device="auto" joining the processes on a CPU-only machine.
 
 The runs are `tests/scripts/recipe_run.py` (small real models, fp32, dropout off)."""
 
@@ -20,7 +23,7 @@ import torch
 from finetuner.engine.distributed import ShardedBatchSampler
 
 SCRIPT = Path(__file__).parent / "scripts" / "recipe_run.py"
-BATCH = {"embedding": 16, "text": 16, "classification": 16, "llm": 8}  # one process; two get half each
+BATCH = {"embedding": 16, "text": 16, "classification": 16, "setfit": 16, "llm": 8}  # one process; two get half each
 SLOW = pytest.mark.slow
 
 
@@ -110,6 +113,105 @@ def test_two_processes_train_like_one_with_the_doubled_batch(recipe, launcher, s
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith("best-"))
     assert checkpoints == ["epoch-1", "epoch-2"]
     assert sorted(p.name for p in (out / "checkpoints" / "epoch-2").glob("rng-*.pt")) == ["rng-0.pt", "rng-1.pt"]
+
+
+@SLOW
+def test_setfit_on_two_processes_tunes_like_one_and_fits_the_head_once(single, tmp_path):
+    """The few-shot strategy: the contrastive step is the text recipe's data-parallel run, the
+    logistic-regression head is fitted on process 0 and set everywhere, process 0 saves."""
+    import finetuner
+
+    one = single("setfit")
+    out = tmp_path / "run"
+    ranks = launch("setfit", out, 2)
+    assert len(one["seen"]) == 2  # the contrastive epochs
+    for epoch, seen in enumerate(one["seen"]):
+        both = ranks[0]["seen"][epoch] + ranks[1]["seen"][epoch]
+        assert sorted(both) == sorted(seen) == list(range(48)), epoch  # every text once per epoch
+        assert len(ranks[0]["seen"][epoch]) == len(ranks[1]["seen"][epoch]) == 24
+    np.testing.assert_allclose(ranks[0]["losses"], one["losses"], rtol=2e-4, atol=2e-5)
+    assert ranks[0]["losses"] == ranks[1]["losses"]
+    for k, w in one["weights"].items():  # the encoder as trained by one process, the head identical everywhere
+        assert torch.equal(ranks[0]["weights"][k], ranks[1]["weights"][k]), k
+        torch.testing.assert_close(ranks[0]["weights"][k], w, rtol=1e-3, atol=2e-4)
+    for key, value in one["metrics_after"].items():
+        assert ranks[0]["metrics_after"][key] == pytest.approx(value, rel=2e-3, abs=2e-4), key
+        assert ranks[1]["metrics_after"][key] == ranks[0]["metrics_after"][key]
+    assert ranks[1]["metrics_before"] == ranks[0]["metrics_before"]
+    # process 0 alone saved the model, once, whole; it loads with the trained head
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["metrics.json", "model", "rank0.pt", "rank1.pt"], names
+    loaded = finetuner.load(out / "model")
+    torch.testing.assert_close(loaded.model.head.weight, ranks[0]["weights"]["model.head.weight"])
+
+
+@SLOW
+def test_fsdp_llm_on_two_cpu_processes_trains_resumes_and_saves_the_adapter(single, tmp_path):
+    """The engine's FSDP path on the LLM recipe (LoRA), FSDP2 over gloo. accelerate does not shard
+    on the CPU by itself; the run script switches its state to FSDP (`recipe_run.force_fsdp`)."""
+    import importlib.util
+
+    from peft import PeftModel
+
+    one = single("llm")
+    out = tmp_path / "run"
+    ranks = launch("llm", out, 2, "torchrun", "--fsdp", "--save-model")
+    for epoch, seen in enumerate(one["seen"]):  # every row once per epoch, disjoint halves
+        both = ranks[0]["seen"][epoch] + ranks[1]["seen"][epoch]
+        assert sorted(both) == sorted(seen) and len(both) == len(set(both)), epoch
+    assert np.isfinite(ranks[0]["losses"]).all()
+    np.testing.assert_allclose(ranks[0]["losses"], one["losses"], rtol=2e-4, atol=2e-5)
+    assert ranks[0]["metrics_after"] == ranks[1]["metrics_after"]
+    assert ranks[0]["metrics_after"]["eval_loss"] == pytest.approx(one["metrics_after"]["eval_loss"], rel=1e-4)
+    for k, w in one["weights"].items():  # the model handed back: plain tensors, gathered, the same everywhere
+        assert type(ranks[0]["weights"][k]) is torch.Tensor, k
+        assert torch.equal(ranks[0]["weights"][k], ranks[1]["weights"][k]), k
+        torch.testing.assert_close(ranks[0]["weights"][k], w, rtol=1e-3, atol=2e-5)
+    epoch2 = out / "checkpoints" / "epoch-2"
+    assert (epoch2 / "fsdp").is_dir() and (epoch2 / "scheduler.pt").is_file()
+    # the adapter process 0 saved loads onto the base model with the trained weights
+    spec = importlib.util.spec_from_file_location("recipe_run", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    loaded = dict(PeftModel.from_pretrained(script.tiny_llama(), out / "model").named_parameters())
+    for k, w in ranks[0]["weights"].items():
+        torch.testing.assert_close(loaded[k], w, rtol=0, atol=0)
+    # killed after step 5 (checkpoint at step 3) and resumed: the weights of the uninterrupted run
+    killed = tmp_path / "killed"
+    with pytest.raises(AssertionError):
+        launch("llm", killed, 2, "torchrun", "--fsdp", "--save-steps", 3, "--kill-at-step", 5)
+    resumed = launch("llm", killed, 2, "torchrun", "--fsdp", "--save-steps", 3, "--resume")
+    assert resumed[0]["losses"] == ranks[0]["losses"][3:]
+    for k, w in ranks[0]["weights"].items():
+        assert torch.equal(resumed[0]["weights"][k], w), k
+
+
+PROBE = """
+import json, os, sys, warnings
+from finetuner.engine.trainer import make_accelerator
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    acc = make_accelerator("auto")
+with open(os.path.join(sys.argv[1], f"rank{acc.process_index}.json"), "w") as f:
+    json.dump({"processes": acc.num_processes, "type": acc.distributed_type.name, "device": acc.device.type,
+               "warnings": [str(w.message) for w in caught]}, f)
+"""
+
+
+@pytest.mark.skipif(torch.accelerator.current_accelerator() is not None, reason="a machine without GPUs")
+def test_auto_device_joins_the_processes_on_the_cpu_and_an_fsdp_request_warns(tmp_path):
+    """device="auto" under torchrun without GPUs: one process group on the CPU (accelerate alone
+    would make W unconnected runs); FSDP asked for on the CPU: DDP, and a warning says so."""
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_port()), str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=dict(_env(), ACCELERATE_USE_FSDP="true"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert (seen["processes"], seen["type"], seen["device"]) == (2, "MULTI_CPU", "cpu")
+        assert any("FSDP was asked for" in w and "DDP" in w for w in seen["warnings"]), seen["warnings"]
 
 
 # ---- the sampler alone --------------------------------------------------------------------------

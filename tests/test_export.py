@@ -80,7 +80,11 @@ def test_text_encoder_int8_stays_close(minilm, tmp_path):
 
 
 def test_sentence_transformers_onnx_backend_loads_the_export(minilm, tmp_path):
-    pytest.importorskip("optimum.onnxruntime")  # sentence-transformers' ONNX backend needs optimum-onnx
+    # sentence-transformers' ONNX backend imports optimum.onnxruntime. No release installs beside
+    # transformers 5.x: optimum-onnx 0.1.0 (and optimum[onnxruntime] 2.x, through it) requires
+    # transformers<4.58, optimum[onnxruntime] 1.19-1.27 transformers<4.41..<4.54, and 1.17.1/1.18.1
+    # (no bound) fail on import (`transformers.utils.is_tf_available` is gone); checked 2026-12.
+    pytest.importorskip("optimum.onnxruntime")
     from sentence_transformers import SentenceTransformer
 
     encoder = TextEncoder.from_pretrained(minilm)

@@ -16,9 +16,11 @@ A checkpoint folder holds everything a resumed run needs to continue as if never
   file of the best weights);
 - `checkpoint.json`: epoch, global_step, end_of_epoch (for people and pruning).
 
-Under FSDP (GPUs only: accelerate does not shard on the CPU) weights, optimizer and schedule go
-through accelerate's `save_state` / `load_state` into `fsdp/`, which gathers the shards; the
-random states and the trainer state are written as above. That path is not tested here (no GPUs).
+Under FSDP, weights and optimizer go through accelerate's `save_state` / `load_state` into
+`fsdp/`, which gathers the shards; the schedule, the scaler, the random states and the trainer
+state are written as above. accelerate shards only on GPUs (on the CPU it runs DDP instead);
+`tests/test_distributed.py` runs this path on 2 CPU processes with FSDP2 over gloo by switching
+accelerate's state to FSDP (kill mid-epoch, resume, the same weights as an uninterrupted run).
 
 Each folder is written under a temporary name, fsynced and swapped in by one atomic rename
 (`finetuner.io`), so a folder with a checkpoint's name is always whole, even after a kill.
@@ -177,10 +179,12 @@ def save_checkpoint(trainer, path: str | os.PathLike, *, end_of_epoch: bool = Tr
         if not _sharded(acc):
             _save_model(acc.unwrap_model(trainer.wrapped), tmp)
             torch.save(trainer.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-            if trainer.scheduler is not None:
-                torch.save(trainer.scheduler.state_dict(), tmp / SCHEDULER_FILE)
-            if getattr(acc, "scaler", None) is not None:
-                torch.save(acc.scaler.state_dict(), tmp / SCALER_FILE)
+        # the engine steps the schedule itself (accelerate's save_state does not know it); neither it
+        # nor the scaler is sharded
+        if trainer.scheduler is not None:
+            torch.save(trainer.scheduler.state_dict(), tmp / SCHEDULER_FILE)
+        if getattr(acc, "scaler", None) is not None:
+            torch.save(acc.scaler.state_dict(), tmp / SCALER_FILE)
         callbacks = {key: cb.state_dict() for key, cb in _keyed(trainer.callbacks)}
         (tmp / STATE_FILE).write_text(json.dumps({"train_state": trainer.state.state_dict(),
                                                   "callbacks": callbacks}, indent=1, default=_json))
@@ -307,10 +311,10 @@ def load_checkpoint(trainer, path: str | os.PathLike) -> None:
     else:
         _load_model(acc.unwrap_model(trainer.wrapped), path)
         trainer.optimizer.load_state_dict(_read(path / OPTIMIZER_FILE))
-        if trainer.scheduler is not None and (path / SCHEDULER_FILE).is_file():
-            trainer.scheduler.load_state_dict(_read(path / SCHEDULER_FILE))
-        if getattr(acc, "scaler", None) is not None and (path / SCALER_FILE).is_file():
-            acc.scaler.load_state_dict(_read(path / SCALER_FILE))
+    if trainer.scheduler is not None and (path / SCHEDULER_FILE).is_file():
+        trainer.scheduler.load_state_dict(_read(path / SCHEDULER_FILE))
+    if getattr(acc, "scaler", None) is not None and (path / SCALER_FILE).is_file():
+        acc.scaler.load_state_dict(_read(path / SCALER_FILE))
     saved = json.loads((path / STATE_FILE).read_text())
     trainer.state.load_state_dict(saved.get("train_state", {}))
     before = _info(path).get("num_processes", acc.num_processes)

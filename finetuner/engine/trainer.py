@@ -40,7 +40,14 @@ def make_accelerator(device: str = "auto", precision: str = "fp32", gradient_acc
     ("auto": see `finetuner.engine.precision.resolve_precision`, "fp32", "bf16", "fp16").
 
     Under a launcher (`torchrun`, `accelerate launch`) it joins the process group; DDP then
-    tolerates parameters a step does not use (e.g. a text encoder's pooler).
+    tolerates parameters a step does not use (e.g. a text encoder's pooler). "auto" on a machine
+    without an accelerator joins it on the CPU (gloo), as "cpu" does: accelerate would otherwise
+    start W unconnected runs, each training on all the data and writing the same files.
+
+    FSDP (`accelerate launch` with `distributed_type: FSDP` or `--use_fsdp`) shards only on GPUs
+    (and accelerate's other device types): on the CPU accelerate 1.16 drops the request
+    (`AcceleratorState` switches to FSDP only for MULTI_GPU/NPU/XPU/..., not MULTI_CPU) and
+    the run is DDP, each process holding the whole model; a warning says so.
 
     Raises:
         ValueError: an unknown precision or device.
@@ -57,12 +64,18 @@ def make_accelerator(device: str = "auto", precision: str = "fp32", gradient_acc
     GradientState._reset_state()
     if "WORLD_SIZE" not in os.environ:
         PartialState._reset_state()
-    return Accelerator(
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    acc = Accelerator(
         mixed_precision=PRECISIONS[precision],
-        cpu=device == "cpu",
+        cpu=device == "cpu" or (device == "auto" and launched and torch.accelerator.current_accelerator() is None),
         gradient_accumulation_steps=gradient_accumulation_steps,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    if launched and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and acc.distributed_type.name != "FSDP":
+        warnings.warn(f"FSDP was asked for, but accelerate does not shard on {acc.device.type!r} "
+                      f"({acc.distributed_type.name}): the run is data-parallel (DDP), each process holding the "
+                      "whole model; FSDP needs GPUs", stacklevel=3)
+    return acc
 
 
 class Trainer:
@@ -114,7 +127,12 @@ class Trainer:
         self.max_grad_norm, self.keep_checkpoints = max_grad_norm, keep_checkpoints
         self.state = TrainState()
         self._model_raw = model
+        # FSDP shards the model in place: keep its module tree (sharing the tensors, no copy) to
+        # hand back a plain model with the gathered weights at the end
+        self._plain = _module_tree(model) if accelerator.distributed_type.name == "FSDP" else None
         self.wrapped, self.optimizer = accelerator.prepare(model, optimizer)
+        if self._plain is not None:  # FSDP2 made sharded copies: release the full tensors it no longer uses
+            _release(self._plain, keep={id(p) for p in self.wrapped.parameters()})  # FSDP1 keeps them (views)
         self.batches, self.train_loader = self._shard(train_loader, sampler)
         self.sampler = self.batches.inner if self.batches is not None else sampler
         self.scheduler, self._scheduler_steps = scheduler, self._fit_schedule(scheduler)
@@ -190,7 +208,16 @@ class Trainer:
     def final_model(self) -> torch.nn.Module:
         """The trained model to hand back: unwrapped, and without accelerate's autocast wrapper
         on its forward (kept while training, where callbacks use it), so it computes in the
-        precision it is saved and loaded in."""
+        precision it is saved and loaded in. Under FSDP every process calls it (the weights are
+        gathered: a collective) and gets the same plain, unsharded model with the full weights."""
+        if self._plain is not None:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            full = get_model_state_dict(self.wrapped, options=StateDictOptions(full_state_dict=True))
+            self._plain.load_state_dict(full, assign=True)  # assign: in place of the released (meta) tensors
+            if callable(getattr(self._plain, "tie_weights", None)):
+                self._plain.tie_weights()  # a transformers model's tied input / output embeddings
+            return self._plain.to(self.accelerator.device).train(self.wrapped.training)
         model = self.accelerator.unwrap_model(self.wrapped, keep_fp32_wrapper=False)
         bound = model.__dict__.get("forward")
         if getattr(bound, "__func__", None) is getattr(type(model), "forward", None):
@@ -279,6 +306,26 @@ class Trainer:
     def _items(step: Step | None, batch) -> int:
         """Items of this process's part of the batch (0 for a dummy part)."""
         return step.sizes[step.rank] if step is not None else _batch_len(batch)
+
+
+def _module_tree(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model`'s modules that shares its parameters and buffers (no tensor is copied)."""
+    import copy
+
+    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return copy.deepcopy(model, memo)
+
+
+def _release(tree: torch.nn.Module, keep: set[int]) -> None:
+    """Put meta tensors of the same shapes in place of `tree`'s parameters whose id is not in
+    `keep` (parameters shared by several modules stay shared)."""
+    empty: dict[int, torch.nn.Parameter] = {}
+    for module in tree.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and id(p) not in keep:
+                if id(p) not in empty:
+                    empty[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+                module._parameters[name] = empty[id(p)]
 
 
 def _batch_len(batch) -> int:

