@@ -275,21 +275,41 @@ def test_int8_lora_trains(tasks, tmp_path):
 
 @pytest.mark.parametrize("quantize", [False, "4bit"])
 def test_merge_writes_a_plain_model_that_matches_the_adapter(tasks, tmp_path, quantize):
+    """The merged model's logits equal the adapter model's: fp32, measured max |difference|
+    9e-5 on logits up to 38 (bounded at 2e-4 against rounding on other CPUs). A 4-bit base is
+    dequantized and merged in fp32, so its logits differ from the adapter model's (NF4 layers
+    computed in bf16): measured 0.85 max |difference| on logits up to 38 (bounded at 2.0)."""
     from transformers import AutoModelForCausalLM
-
-    from finetuner.recipes.llm import evaluate_lm
 
     tuner = FineTuner("smollm2", device="cpu", dataset_name=tasks, max_length=128, quantize=quantize,
                       trainer_config=TrainerConfig(**{**QUICK, "learning_rate": 1e-3, "precision": "fp32"}))
     tuner.train(tmp_path / "adapter", 1)
+    assert any(float(p.abs().max()) > 0 for n, p in tuner.model.named_parameters() if "lora_B" in n)
     merged_dir = tuner.merge(tmp_path / "merged")
-    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     assert not any("lora" in n for n, _ in merged.named_parameters())
-    tokens = tuner.tokenized_dataset
-    ours = evaluate_lm(tuner.model, tokens, tuner.tokenizer, "CAUSAL_LM")["eval_loss"]
-    plain = evaluate_lm(merged, tokens, tuner.tokenizer, "CAUSAL_LM")["eval_loss"]
-    # the same function: exact up to float rounding (4-bit: up to the bf16 compute of the NF4 layers)
-    assert plain == pytest.approx(ours, rel=1e-4 if not quantize else 2e-2)
+    ids = torch.tensor([tuner.tokenized_dataset[0]["input_ids"][:64]])
+    tuner.model.eval()
+    with torch.no_grad():
+        adapter_logits = tuner.model(input_ids=ids).logits.float()
+        merged_logits = merged(input_ids=ids).logits.float()
+    diff = float((adapter_logits - merged_logits).abs().max())
+    print(f"merge ({quantize or 'fp32'}): max |logit difference| {diff:.3g}, max |logit| {float(adapter_logits.abs().max()):.3g}")
+    assert diff <= (2e-4 if not quantize else 2.0), diff
+
+
+def test_report_shows_held_out_metrics_and_replies_before_and_after(tasks, tmp_path, data_dir):
+    from finetuner.toydata.instructions import generate_selfinstruct
+
+    held_out = generate_selfinstruct(2, is_testset=True, data_dir=data_dir)
+    tuner = FineTuner("smollm2", device="cpu", dataset_name=tasks, eval_dataset=held_out, max_length=96,
+                      trainer_config=TrainerConfig(**{**QUICK, "learning_rate": 1e-3, "report_generations": 2}))
+    result = tuner.train(tmp_path, 1)
+    page = (tmp_path / "report.html").read_text()
+    assert "Replies before and after" in page and "base model" in page and "tuned model" in page
+    assert page.count("<tr>") >= 2 + 2  # header + 2 replies, plus the metrics rows
+    assert "perplexity" in page and "eval_loss" in page
+    assert result.metrics_before["eval_loss"] != result.metrics_after["eval_loss"]
 
 
 # ---- sequence-to-sequence --------------------------------------------------------------------

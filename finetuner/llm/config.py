@@ -21,6 +21,7 @@ from ..engine.optim import SCHEDULERS, build_optimizer, build_scheduler
 from ..engine.precision import resolve_precision
 
 SAVE_STRATEGIES = ("epoch", "steps", "no")
+BASE_DTYPES = ("auto", "bfloat16", "float32")
 
 
 @dataclass
@@ -45,6 +46,12 @@ class TrainerConfig:
             "bf16" or "fp16" (CUDA).
         packing: pack several examples into each row of `max_length` tokens (no attention or
             loss across them); otherwise one example per row.
+        base_dtype: dtype of the frozen base (not quantized), set when `FineTuner` builds the
+            model: "auto" (bfloat16 when training in bf16, else unchanged), "bfloat16" or
+            "float32" (unchanged: fp32 weights under autocast). A bf16 base halves its memory
+            and, with it, the activations of the residual stream; held-out loss measured equal
+            within 0.0002 (`benchmarks/llm_vs_trainer_peft.py`). `generate` then runs under bf16
+            autocast (`finetuner.models.lora.frozen_base_to`, `base_autocast`).
         group_by_length: batch examples of similar length together (less padding).
         save_strategy: "epoch" (a checkpoint after each epoch, OUTPUT_DIR/checkpoints/epoch-N),
             "steps" (every `save_steps` optimizer steps, step-N, plus the last) or "no".
@@ -54,6 +61,8 @@ class TrainerConfig:
             end-of-epoch one is always kept, so the run stays resumable.
         eval_strategy: "epoch" (held-out loss after each epoch when eval data is given) or "no".
         report_to: loggers besides the progress bar: any of "csv", "tensorboard".
+        report_generations: held-out instructions (from `eval_dataset`) answered greedily by
+            the base and the tuned model, side by side in OUTPUT_DIR/report.html; 0: none.
         seed: seed of LoRA initialisation, data order and dropout.
         verbose: progress bar and summary tables.
 
@@ -74,12 +83,14 @@ class TrainerConfig:
     optim: str = "adamw"
     precision: str = "auto"
     packing: bool = False
+    base_dtype: str = "auto"
     group_by_length: bool = True
     save_strategy: str = "epoch"
     save_steps: int | None = None
     save_total_limit: int | None = 2
     eval_strategy: str = "epoch"
     report_to: tuple = ("csv",)
+    report_generations: int = 3
     seed: int = 42
     verbose: bool = True
 
@@ -101,6 +112,9 @@ class TrainerConfig:
             positive_int(name)
         positive_int("save_steps", allow_none=True)
         positive_int("save_total_limit", allow_none=True)
+        if isinstance(self.report_generations, bool) or not isinstance(self.report_generations, int) \
+                or self.report_generations < 0:
+            raise ValueError(f"trainer_config.report_generations: expected an int >= 0, got {self.report_generations!r}")
         if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
             raise ValueError(f"trainer_config.learning_rate: expected a number > 0, got {self.learning_rate!r}")
         if self.weight_decay < 0:
@@ -113,6 +127,8 @@ class TrainerConfig:
             raise ValueError(f"trainer_config.max_grad_norm: expected a number > 0 or None, got {self.max_grad_norm!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"trainer_config.precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        if self.base_dtype not in BASE_DTYPES:
+            raise ValueError(f"trainer_config.base_dtype: expected one of {BASE_DTYPES}, got {self.base_dtype!r}")
         if self.save_strategy not in SAVE_STRATEGIES:
             raise ValueError(f"trainer_config.save_strategy: expected one of {SAVE_STRATEGIES}, got {self.save_strategy!r}")
         if self.save_strategy == "steps" and self.save_steps is None:
@@ -128,6 +144,15 @@ class TrainerConfig:
         """The precision to train in on `device` (`finetuner.engine.precision.resolve_precision`):
         "auto" becomes "bf16" where bf16 matmuls are native, "fp16" on CUDA without them, else "fp32"."""
         return resolve_precision(self.precision, device)
+
+    def training_base_dtype(self, device: str, quantized: bool) -> torch.dtype | None:
+        """The dtype the frozen base is stored in for training on `device`, or None to leave it
+        (a quantized base, "float32", or "auto" without bf16 training)."""
+        if quantized or self.base_dtype == "float32":
+            return None
+        if self.base_dtype == "bfloat16" or self.resolved_precision(device) == "bf16":
+            return torch.bfloat16
+        return None
 
     def checkpoints(self) -> Checkpoints:
         """The engine's checkpoint policy for `save_strategy`, `save_steps`, `save_total_limit`."""

@@ -26,8 +26,10 @@ from ..models import lora
 from ..models.lm import META_FILE, read_meta
 from ..recipes.llm import evaluate_lm, fit_llm
 from ..recipes.result import FitResult
+from ..report.llm_page import write_llm_report
 from .config import TrainerConfig
 from .data import load_instructions
+from .generations import side_by_side
 from .inference import DefaultInferenceHandler, InferenceHandler
 from .preprocess import DefaultPreprocessor, Preprocessor
 from .templates import resolve_template
@@ -41,8 +43,7 @@ def _instance(value: Any, default_cls: type, name: str, method: str):
     if value is None:
         return default_cls()
     if isinstance(value, type):
-        raise TypeError(f"{name}: expected an instance, got the class {value.__name__}; "
-                        f"pass {value.__name__}(...) instead")
+        raise TypeError(f"{name}: expected an instance, got the class {value.__name__}; pass {value.__name__}(...) instead")
     if not callable(getattr(value, method, None)):
         raise TypeError(f"{name}: expected an object with a {method}() method, got {type(value).__name__}")
     return value
@@ -181,6 +182,8 @@ class FineTuner:
                                    modules_to_save=modules_to_save, quantized=self.bnb_config is not None,
                                    adapter_path=adapter_path, seed=seed)
         self.lora_config = self.model.peft_config["default"]
+        if (dtype := self.trainer_config.training_base_dtype(self.device, self.bnb_config is not None)) is not None:
+            lora.frozen_base_to(self.model, dtype)  # bf16 training: a bf16 base from the start, loaded tuners too
         self.output_dir: str | None = None
         if self._auto_template:
             self.inference_handler.template = self._default_template()
@@ -252,7 +255,8 @@ class FineTuner:
 
         Args:
             output_dir: where the adapter, tokenizer, `finetuner_llm.json`, `metrics.json`,
-                `metrics.csv` and checkpoints go; default `trainer_config.output_dir`.
+                `metrics.csv`, `report.html` (held-out metrics, replies of the base and the tuned
+                model side by side) and checkpoints go; default `trainer_config.output_dir`.
             num_train_epochs: default `trainer_config.num_train_epochs`.
             resume_from_checkpoint: True (newest end-of-epoch checkpoint in output_dir) or a path.
             callbacks: extra `finetuner.engine.callbacks.Callback`s.
@@ -278,19 +282,29 @@ class FineTuner:
         args = cfg.to_train_args(device=self.device, epochs=epochs, output_dir=str(output_dir),
                                  resume=resume_from_checkpoint, callbacks=callbacks)
         tokenized = self.tokenized_dataset if self.tokenized_dataset is not None else self.preprocess_data()
+        lora.use_fast_dropout(self.model)
         peft_config = self.model.peft_config["default"]
         settings = {"model_id": self.model_id, "task_type": self.task_type, "quantize": self._quant_name(),
                     "max_length": self.max_length, "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha,
                     "target_modules": sorted(peft_config.target_modules),
                     **{k: getattr(cfg, k) for k in ("per_device_train_batch_size", "learning_rate", "packing",
                                                     "gradient_accumulation_steps")},
+                    "base_dtype": str(next(p.dtype for p in self.model.parameters() if not p.requires_grad)),
                     "preprocess": dict(self.preprocessor.stats)}
 
         def save(model: torch.nn.Module, folder: Path) -> None:
             self.model = model
             self.save(folder)
 
-        result = fit_llm(self.model, self.tokenizer, tokenized, self._eval_tokens(), args=args,
+        eval_tokens = self._eval_tokens()
+
+        def write_report(folder: Path, result: FitResult) -> Path:
+            rows = (side_by_side(result.model, self.tokenizer, eval_tokens, task_type=self.task_type,
+                                 count=cfg.report_generations, device=self.device)
+                    if eval_tokens is not None and cfg.report_generations else [])
+            return write_llm_report(folder, result, rows)
+
+        result = fit_llm(self.model, self.tokenizer, tokenized, eval_tokens, args=args, write_report=write_report,
                          task_type=self.task_type, max_length=self.max_length, packing=cfg.packing,
                          group_by_length=cfg.group_by_length, eval_each_epoch=cfg.eval_strategy == "epoch",
                          loggers=tuple(cfg.report_to or ()), save=save, settings=settings,
@@ -310,8 +324,9 @@ class FineTuner:
         Returns:
             The generated text only (the prompt is not repeated), special tokens removed.
         """
-        return self.inference_handler.generate(prompt_text, model=self.model, tokenizer=self.tokenizer,
-                                               device=self.device, max_length=max_length or self.max_length)
+        with lora.base_autocast(self.model, self.device):
+            return self.inference_handler.generate(prompt_text, model=self.model, tokenizer=self.tokenizer,
+                                                   device=self.device, max_length=max_length or self.max_length)
 
     def __call__(self, prompt_text: str, max_length: int | None = None) -> str:
         """Same as `generate`."""
@@ -319,9 +334,8 @@ class FineTuner:
 
     # ---- saving, loading, merging --------------------------------------------------------------
     def _quant_name(self) -> str | None:
-        if self.bnb_config is None:
-            return None
-        return "4bit" if getattr(self.bnb_config, "load_in_4bit", False) else "8bit"
+        if self.bnb_config is not None:
+            return "4bit" if getattr(self.bnb_config, "load_in_4bit", False) else "8bit"
 
     def save(self, output_dir: str | os.PathLike) -> Path:
         """Save the adapter (LoRA weights and modules trained in full, not the frozen base), the

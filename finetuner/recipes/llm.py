@@ -11,6 +11,7 @@ exponential, the perplexity, through the one batched predict (`engine.predict.pr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -112,6 +113,7 @@ def fit_llm(model: torch.nn.Module, tokenizer, train_data, eval_data=None, *, ta
             eval_each_epoch: bool = True, loggers: Sequence[str] = ("csv",),
             build_optimizer: Callable | None = None, build_scheduler: Callable | None = None,
             save: Callable[[torch.nn.Module, Path], Any] | None = None, settings: dict | None = None,
+            write_report: Callable[[Path, FitResult], Path] | None = None,
             args: TrainArgs | None = None, **train_args: Any) -> FitResult:
     """Fine-tune the trainable (LoRA) parameters of a language model through the shared engine;
     `finetuner.llm.FineTuner.train` calls this.
@@ -132,6 +134,8 @@ def fit_llm(model: torch.nn.Module, tokenizer, train_data, eval_data=None, *, ta
         save: `(model, output_dir)`: writes the tuned model into OUTPUT_DIR (main process), before
             metrics.json.
         settings: recorded in the result's settings, beside the recipe's own.
+        write_report: `(output_dir, result) -> path`: writes the run's report (main process, after
+            metrics.json; a failure only warns), e.g. `finetuner.report.llm_page.write_llm_report`.
         args / **train_args: `finetuner.config.TrainArgs` (fields may also be given by name);
             defaults `DEFAULTS`. `resume=True` continues from the newest end-of-epoch checkpoint.
 
@@ -185,7 +189,10 @@ def fit_llm(model: torch.nn.Module, tokenizer, train_data, eval_data=None, *, ta
                  f"{last.get('train_tokens_per_s', float('nan')):.0f} tokens/s")
         if save is not None and args.output_dir and accelerator.is_main_process:
             save(run.model, Path(args.output_dir))
-        return finish(result, args, is_main_process=accelerator.is_main_process, save_model=None)
+        if write_report is not None:
+            args = dataclasses.replace(args, report=True)
+        return finish(result, args, is_main_process=accelerator.is_main_process, save_model=None,
+                      write_report=(lambda out: write_report(out, result)) if write_report is not None else None)
 
 
 def _optimizer(model, args: TrainArgs, batches: int, build_optimizer, build_scheduler):

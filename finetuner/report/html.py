@@ -65,8 +65,8 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-def _section(sid: str, body: str) -> str:
-    return f'<section id="{sid}"><h2>{SECTIONS[sid]}</h2>\n{body}\n</section>'
+def _section(sid: str, body: str, order: dict[str, str] = SECTIONS) -> str:
+    return f'<section id="{sid}"><h2>{html.escape(order[sid])}</h2>\n{body}\n</section>'
 
 
 def _note(text: str) -> str:
@@ -142,10 +142,12 @@ def text_neighbours(texts: Sequence[str], found: list[Neighbours], labels: np.nd
     return "\n".join(out)
 
 
-def page(title: str, subtitle: str, sections: dict[str, str], footer: str) -> str:
-    """The whole page from section bodies (id -> HTML; every id of `SECTIONS` is present)."""
-    nav = " ".join(f'<a href="#{sid}">{html.escape(h)}</a>' for sid, h in SECTIONS.items())
-    body = "\n".join(_section(sid, sections.get(sid) or _note("nothing to show")) for sid in SECTIONS)
+def page(title: str, subtitle: str, sections: dict[str, str], footer: str, order: dict[str, str] | None = None) -> str:
+    """The whole page from section bodies (id -> HTML; every id of `order`, default `SECTIONS`
+    (id -> heading), is present)."""
+    order = order or SECTIONS
+    nav = " ".join(f'<a href="#{sid}">{html.escape(h)}</a>' for sid, h in order.items())
+    body = "\n".join(_section(sid, sections.get(sid) or _note("nothing to show"), order) for sid in order)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
