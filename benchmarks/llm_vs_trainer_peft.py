@@ -119,24 +119,15 @@ def _common_args(args, out) -> dict:
                 dataloader_num_workers=0, seed=42, disable_tqdm=True)
 
 
-def run_peer(args) -> dict:
-    """transformers.Trainer + peft as a careful user writes it: completion-only labels, padding
-    with -100 by the collator, bf16 autocast, and length-grouped batches
-    (`train_sampling_strategy="group_by_length"`; "random" for the side "peer-random")."""
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
-
+def _timed(trainer, out, args, model, tokenizer, tokenized, eval_tokens) -> dict:
+    """Train (and save, as a user's script does) with the clock running, then the shared held-out
+    evaluation of the tuned model."""
     from finetuner.recipes.llm import evaluate_lm
 
-    model, tokenizer, tokenized, eval_tokens = _peer_setup(args)
-    strategy = "random" if args.side == "peer-random" else "group_by_length"
-    with tempfile.TemporaryDirectory() as out:
-        targs = TrainingArguments(**_common_args(args, out), train_sampling_strategy=strategy)
-        trainer = Trainer(model=model, args=targs, train_dataset=tokenized,
-                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
-        start = time.perf_counter()
-        output = trainer.train()
-        trainer.save_model(out)
-        seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    output = trainer.train()
+    trainer.save_model(out)
+    seconds = time.perf_counter() - start
     metrics = evaluate_lm(model, eval_tokens, tokenizer, "CAUSAL_LM", device="cpu", precision=args.precision)
     tokens = sum(len(x) for x in tokenized["input_ids"]) * args.epochs
     return {"tokens": tokens, "seconds": seconds, "loop_seconds": output.metrics["train_runtime"],
@@ -144,12 +135,25 @@ def run_peer(args) -> dict:
             "params": model.get_base_model().num_parameters()}
 
 
+def run_peer(args) -> dict:
+    """transformers.Trainer + peft as a careful user writes it: completion-only labels, padding
+    with -100 by the collator, bf16 autocast, and length-grouped batches
+    (`train_sampling_strategy="group_by_length"`; "random" for the side "peer-random")."""
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    model, tokenizer, tokenized, eval_tokens = _peer_setup(args)
+    strategy = "random" if args.side == "peer-random" else "group_by_length"
+    with tempfile.TemporaryDirectory() as out:
+        targs = TrainingArguments(**_common_args(args, out), train_sampling_strategy=strategy)
+        trainer = Trainer(model=model, args=targs, train_dataset=tokenized,
+                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+        return _timed(trainer, out, args, model, tokenizer, tokenized, eval_tokens)
+
+
 def run_trl(args) -> dict:
     """TRL's SFTTrainer with packing (best-fit decreasing, padding-free rows with per-example
     position ids) and completion-only loss, bf16: TRL's fastest documented setting."""
     from trl import SFTConfig, SFTTrainer
-
-    from finetuner.recipes.llm import evaluate_lm
 
     model, tokenizer, tokenized, eval_tokens = _peer_setup(args)
     rows = tokenized.map(lambda r: {"completion_mask": [int(x != -100) for x in r["labels"]]},
@@ -158,15 +162,7 @@ def run_trl(args) -> dict:
         config = SFTConfig(**_common_args(args, out), packing=True, max_length=args.max_length,
                            completion_only_loss=True, dataset_num_proc=None)
         trainer = SFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer)
-        start = time.perf_counter()
-        output = trainer.train()
-        trainer.save_model(out)
-        seconds = time.perf_counter() - start
-    metrics = evaluate_lm(model, eval_tokens, tokenizer, "CAUSAL_LM", device="cpu", precision=args.precision)
-    tokens = sum(len(x) for x in tokenized["input_ids"]) * args.epochs
-    return {"tokens": tokens, "seconds": seconds, "loop_seconds": output.metrics["train_runtime"],
-            "eval_loss": metrics["eval_loss"], "train_loss": output.training_loss,
-            "params": model.get_base_model().num_parameters()}
+        return _timed(trainer, out, args, model, tokenizer, tokenized, eval_tokens)
 
 
 def peak_matmul_flops(dtype_name: str, size: int = 2048, repeats: int = 6) -> float:

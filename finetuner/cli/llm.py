@@ -52,7 +52,7 @@ def train(
     precision: str = typer.Option("auto", help="auto, fp32, bf16 or fp16"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda if available)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder of the toy data sets (default $FINETUNER_DATA)"),
-    resume: bool = typer.Option(False, help="continue from the newest end-of-epoch checkpoint in output_dir"),
+    resume: bool = typer.Option(False, help="continue from the newest checkpoint in output_dir (end-of-epoch or step-N)"),
     prompt: Optional[str] = typer.Option(None, help="generate a reply to this prompt before and after training"),
     seed: int = typer.Option(42),
 ) -> None:

@@ -170,7 +170,7 @@ class TrainerConfig:
         Args:
             device: where training runs ("cuda:N" runs on "cuda").
             epochs / output_dir: override `num_train_epochs` / `output_dir`.
-            resume: True (the newest end-of-epoch checkpoint in output_dir), a checkpoint folder,
+            resume: True (the newest checkpoint in output_dir, end-of-epoch or step-N), a checkpoint folder,
                 or False / None.
             callbacks: extra engine callbacks, after `callbacks()` and the checkpoint policy.
         """

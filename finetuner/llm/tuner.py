@@ -258,7 +258,7 @@ class FineTuner:
                 `metrics.csv`, `report.html` (held-out metrics, replies of the base and the tuned
                 model side by side) and checkpoints go; default `trainer_config.output_dir`.
             num_train_epochs: default `trainer_config.num_train_epochs`.
-            resume_from_checkpoint: True (newest end-of-epoch checkpoint in output_dir) or a path.
+            resume_from_checkpoint: True (the newest checkpoint in output_dir) or a path.
             callbacks: extra `finetuner.engine.callbacks.Callback`s.
 
         Returns:
@@ -268,7 +268,7 @@ class FineTuner:
         Raises:
             ValueError: no output_dir anywhere, a bad epoch count, no training data, packing for a
                 model whose attention cannot keep packed examples apart.
-            FileNotFoundError: `resume_from_checkpoint=True` and no end-of-epoch checkpoint.
+            FileNotFoundError: `resume_from_checkpoint=True` and no checkpoint.
             FloatingPointError: the loss became NaN or infinite.
         """
         cfg = self.trainer_config

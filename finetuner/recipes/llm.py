@@ -137,7 +137,8 @@ def fit_llm(model: torch.nn.Module, tokenizer, train_data, eval_data=None, *, ta
         write_report: `(output_dir, result) -> path`: writes the run's report (main process, after
             metrics.json; a failure only warns), e.g. `finetuner.report.llm_page.write_llm_report`.
         args / **train_args: `finetuner.config.TrainArgs` (fields may also be given by name);
-            defaults `DEFAULTS`. `resume=True` continues from the newest end-of-epoch checkpoint.
+            defaults `DEFAULTS`. `resume=True` continues from the newest checkpoint (end-of-epoch,
+            or step-N with `save_steps`: mid-epoch).
 
     Returns:
         `FitResult`: the model (without the training-time autocast wrapper), per-epoch history
@@ -146,13 +147,13 @@ def fit_llm(model: torch.nn.Module, tokenizer, train_data, eval_data=None, *, ta
 
     Raises:
         ValueError: packing for a model that cannot keep packed examples apart, or without max_length.
-        FileNotFoundError: `resume=True` with no end-of-epoch checkpoint in output_dir.
+        FileNotFoundError: `resume=True` with no checkpoint in output_dir.
         FloatingPointError: the loss became NaN or infinite.
     """
     args = (args or DEFAULTS).override(train_args, "fit_llm")
     with verbosity(args.verbose):
         if args.resume is True and (not args.output_dir or latest_checkpoint(args.output_dir) is None):
-            raise FileNotFoundError(f"resume_from_checkpoint: no end-of-epoch checkpoint under "
+            raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint under "
                                     f"{Path(args.output_dir or '.') / 'checkpoints'}")
         if packing:
             if not max_length:
