@@ -95,6 +95,13 @@ _EXCHANGE = _exchange_function()
 _REPLACING = threading.Lock()
 
 
+def replacing() -> threading.Lock:
+    """The lock `replace_path` holds while it replaces a path: hold it to inspect a path in
+    several steps (exists? a folder? a saved model?) and see it before or after another thread's
+    replace, never halfway (moved aside, not yet back)."""
+    return _REPLACING
+
+
 def replace_path(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Put `src` (a file or folder) at `dst`, replacing what is there, then remove the old one.
 

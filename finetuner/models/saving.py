@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..io import FORMAT_VERSION, META, atomic_dir, is_saved_model, read_meta, untie_shared
+from ..io import FORMAT_VERSION, META, atomic_dir, is_saved_model, read_meta, replacing, untie_shared
 
 # steps run on every saved folder after the model's files are written, inside the atomic save:
 # `(model, folder) -> None` (e.g. a model card writer); add with `add_save_step`
@@ -48,7 +48,14 @@ def check_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
             `overwrite` is False (the message says what is there).
     """
     path = Path(path)
-    if overwrite or not os.path.lexists(path) or is_saved_model(path):
+    if overwrite:
+        return path
+    with replacing():  # another thread's save of this path cannot move it aside between the looks below
+        return _check_target(path)
+
+
+def _check_target(path: Path) -> Path:
+    if not os.path.lexists(path) or is_saved_model(path):
         return path
     try:
         if path.is_dir() and not path.is_symlink():
