@@ -15,6 +15,8 @@ and the share of prompt tokens.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -46,7 +48,7 @@ class LanguageModelingLoss:
 
     def __init__(self, task_type: str = CAUSAL, logits_to_keep: bool = True, chunked: bool = True) -> None:
         self.task_type, self.logits_to_keep, self.chunked = task_type, logits_to_keep, chunked
-        self._checked: dict[int, bool] = {}  # id(model) -> chunked path verified on it
+        self._heads: dict[int, torch.nn.Linear | None] = {}  # id(model) -> its head if the chunked path holds
 
     def __call__(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
         total, count = self.sum_and_count(model, batch)
@@ -69,8 +71,9 @@ class LanguageModelingLoss:
         if count == 0:
             raise ValueError("batch: no labelled token; every example needs a non-empty response")
         wanted = target[target != IGNORE_INDEX]
-        if self.logits_to_keep and self.chunked and self._chunked_ok(model, inputs):
-            with _head_returns_hidden(model) as head:
+        head = self._chunked_head(model, inputs) if self.logits_to_keep and self.chunked else None
+        if head is not None:
+            with _returning_hidden(head):
                 hidden = model(**inputs, use_cache=False, logits_to_keep=keep).logits
             return linear_cross_entropy(hidden, head.weight, wanted), count
         if self.logits_to_keep:
@@ -84,34 +87,38 @@ class LanguageModelingLoss:
         logits = model(**inputs, use_cache=False).logits
         return F.cross_entropy(logits[keep].float(), wanted, reduction="sum"), count
 
-    def _chunked_ok(self, model: torch.nn.Module, inputs: dict) -> bool:
-        """Whether the chunked path gives this model's loss: a bias-free linear head, and on the
-        first few tokens of the first row, the plain and the chunked NLL agree."""
+    def _chunked_head(self, model: torch.nn.Module, inputs: dict) -> torch.nn.Linear | None:
+        """The model's output head if the chunked path gives this model's loss (a bias-free
+        linear head, and on the first few tokens of the first row the plain and the chunked NLL
+        agree), else None; decided once per model."""
         key = id(model)
-        if key not in self._checked:
+        if key not in self._heads:
             head = _output_head(model)
-            ok = head is not None
-            if ok:
-                ids = inputs["input_ids"][:1, :8]
-                keep = torch.ones_like(ids, dtype=torch.bool)
-                keep[:, -1] = False
-                target = ids[:, 1:].reshape(-1)
-                training = model.training
-                model.eval()  # no dropout: both forwards see the same weights
-                try:
-                    with torch.no_grad():
-                        logits = model(input_ids=ids, use_cache=False).logits[:, :-1].reshape(-1, head.weight.shape[0])
-                        plain = F.cross_entropy(logits.float(), target, reduction="sum")
-                        with _head_returns_hidden(model):
-                            hidden = model(input_ids=ids, use_cache=False, logits_to_keep=keep).logits
-                        chunked = linear_cross_entropy(hidden, head.weight, target)
-                    ok = bool(torch.allclose(plain, chunked, rtol=1e-3, atol=1e-3))
-                except (TypeError, IndexError, RuntimeError, ValueError):
-                    ok = False
-                finally:
-                    model.train(training)
-            self._checked[key] = ok
-        return self._checked[key]
+            if head is not None and not _chunked_agrees(model, head, inputs["input_ids"][:1, :8]):
+                head = None
+            self._heads[key] = head
+        return self._heads[key]
+
+
+def _chunked_agrees(model: torch.nn.Module, head: torch.nn.Linear, ids: torch.Tensor) -> bool:
+    """Whether the model's own logits and the chunked path give the same NLL on `ids` [1, T]."""
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    keep[:, -1] = False
+    target = ids[:, 1:].reshape(-1)
+    training = model.training
+    model.eval()  # no dropout: both forwards see the same weights
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=ids, use_cache=False).logits[:, :-1].reshape(-1, head.weight.shape[0])
+            plain = F.cross_entropy(logits.float(), target, reduction="sum")
+            with _returning_hidden(head):
+                hidden = model(input_ids=ids, use_cache=False, logits_to_keep=keep).logits
+            chunked = linear_cross_entropy(hidden, head.weight, target)
+        return bool(torch.allclose(plain, chunked, rtol=1e-3, atol=1e-3))
+    except (TypeError, IndexError, RuntimeError, ValueError):
+        return False
+    finally:
+        model.train(training)
 
 
 def _output_head(model: torch.nn.Module) -> torch.nn.Linear | None:
@@ -126,19 +133,14 @@ def _output_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     return head
 
 
-class _head_returns_hidden:
-    """Within the block, the model's output head returns its input (the final hidden states)
-    instead of logits; yields the head (its weight is the vocabulary matrix)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.head = _output_head(model)
-
-    def __enter__(self) -> torch.nn.Linear:
-        self.head.forward = _identity
-        return self.head
-
-    def __exit__(self, *exc) -> None:
-        del self.head.forward
+@contextlib.contextmanager
+def _returning_hidden(head: torch.nn.Linear):
+    """Within the block, `head` returns its input (the final hidden states) instead of logits."""
+    head.forward = _identity
+    try:
+        yield
+    finally:
+        del head.forward
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
