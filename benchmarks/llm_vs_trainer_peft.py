@@ -37,10 +37,11 @@ RESULT_TAG = "BENCH_RESULT "
 
 
 def _data(args):
-    from finetuner.toydata.instructions import generate_lima
+    from finetuner.toydata.instructions import generate_lima, generate_selfinstruct
 
-    train = generate_lima(args.num_train, data_dir=args.data_dir)
-    held_out = generate_lima(args.num_eval, is_testset=True, data_dir=args.data_dir)
+    generate = generate_selfinstruct if args.dataset == "selfinstruct" else generate_lima
+    train = generate(args.num_train, data_dir=args.data_dir)
+    held_out = generate(args.num_eval, is_testset=True, data_dir=args.data_dir)
     return train, held_out
 
 
@@ -213,6 +214,8 @@ def main() -> None:
     parser.add_argument("--side", choices=list(SIDES), help="internal: run one side and print its result")
     parser.add_argument("--sides", default="peer-random,peer,peer-bf16base,trl,ours-fp32base,ours",
                         help=f"comma-separated, in run order, from {list(SIDES)}")
+    parser.add_argument("--dataset", choices=["lima", "selfinstruct"], default="lima",
+                        help="LIMA (long replies) or the Self-Instruct seed tasks (short ones)")
     parser.add_argument("--num-train", type=int, default=48)
     parser.add_argument("--num-eval", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=512)
@@ -236,7 +239,7 @@ def main() -> None:
             skip = a == "--sides"
             continue
         argv.append(a)
-    print(f"LIMA: {args.num_train} training / {args.num_eval} held-out conversations, max_length {args.max_length}, "
+    print(f"{args.dataset}: {args.num_train} training / {args.num_eval} held-out conversations, max_length {args.max_length}, "
           f"batch {args.batch_size}, LoRA r={args.lora_r} alpha={2 * args.lora_r} dropout 0.05 on q_proj/v_proj, "
           f"{args.epochs} epoch(s), {args.precision}{', 4-bit NF4 base' if args.quantize else ''}, "
           f"{os.cpu_count()} CPU cores", flush=True)
