@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 import finetuner
 from finetuner.data.label_space import validation_split
@@ -162,6 +163,18 @@ def test_finetune_holds_out_a_stratified_validation_split(minilm, data_dir):
     assert s["strategy"] == "finetune" and s["eval_items"] == 12 and s["train_items"] == 108
     assert "validation split" in s["eval_data"] and "accuracy" in result.history[0]
     assert s["early_stopping"] is not None and s["head"] == "pooled"
+    # trained with the cheaper dropout mask (the same p), none of torch's left
+    from finetuner.models.dropout import FastDropout
+
+    drops = [m for m in result.model.modules() if isinstance(m, (torch.nn.Dropout, FastDropout))]
+    assert drops and all(type(m) is FastDropout or m.p == 0 for m in drops)
+    # the epochs were compared in bf16 autocast where the CPU has it; the returned model predicts in
+    # fp32 unless asked, and bf16 logits stay close to those
+    clf, texts = result.model, train["sentence"][:40]
+    fp32, bf16 = clf.logits(texts), clf.logits(texts, precision="bf16")
+    assert fp32.dtype == bf16.dtype == np.float32
+    np.testing.assert_allclose(bf16, fp32, atol=0.1)
+    assert np.array_equal(clf.logits(texts), fp32)
 
 
 # ---- bad input -------------------------------------------------------------------------------

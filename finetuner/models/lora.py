@@ -17,6 +17,7 @@ import torch
 
 from ..io import atomic_dir
 from . import lm
+from .dropout import use_fast_dropout  # noqa: F401  (FineTuner swaps LoRA's dropout through this module)
 from .hf import quiet_transformers
 
 LORA_BIASES = ("none", "all", "lora_only")
@@ -148,57 +149,6 @@ def merge(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike, dtype: 
         tokenizer.padding_side = "left"
         tokenizer.save_pretrained(str(tmp))
     return Path(output_dir)
-
-
-class FastDropout(torch.nn.Module):
-    """Inverted dropout (Srivastava et al. 2014) with a cheaper mask: zero each element with
-    probability `p` and scale the rest by 1 / (1 - p), like `nn.Dropout`, drawing the mask from
-    31 random bits per element of a bulk `random_()` call rather than `bernoulli_`.
-
-    On the CPU, `bernoulli_` draws one value at a time: for LoRA's input dropout on two adapted
-    projections per layer it took 7.6% of a SmolLM2 LoRA step (profiled); the bulk integer draw
-    takes a fraction of that. The keep probability is 1 - round(p * 2^31) / 2^31 (within 5e-10
-    of 1 - p). Uses torch's default generator, so `torch.manual_seed` and checkpointed RNG state
-    make it reproducible.
-
-    Args:
-        p: drop probability in [0, 1).
-
-    Inputs / outputs: any float tensor; the same shape and dtype.
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"p: expected a drop probability in [0, 1), got {p!r}")
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        if not self.training or self.p == 0:
-            return x
-        n = x.numel()
-        bits = torch.empty((n + 1) // 2, dtype=torch.int64, device=x.device).random_()
-        bits = bits.view(torch.int32)[:n].view(x.shape) & 0x7FFFFFFF  # 31 uniform bits per element
-        keep = bits >= round(self.p * 2 ** 31)
-        return x * keep * (1.0 / (1.0 - self.p))
-
-    def extra_repr(self) -> str:  # noqa: D102
-        return f"p={self.p}"
-
-
-def use_fast_dropout(model: torch.nn.Module) -> int:
-    """Replace the `nn.Dropout` of every LoRA layer of `model` (peft's `lora_dropout`) by a
-    `FastDropout` of the same probability; return how many were replaced (0 without dropout)."""
-    replaced = 0
-    for module in model.modules():
-        drops = getattr(module, "lora_dropout", None)
-        if not isinstance(drops, torch.nn.ModuleDict):
-            continue
-        for name, drop in list(drops.items()):
-            if type(drop) is torch.nn.Dropout and drop.p > 0:
-                drops[name] = FastDropout(drop.p)
-                replaced += 1
-    return replaced
 
 
 def frozen_base_to(model: torch.nn.Module, dtype: torch.dtype) -> int:

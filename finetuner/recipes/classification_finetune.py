@@ -31,6 +31,7 @@ from ..engine.predict import move_to_device
 from ..evaluation.classification import classifier_eval_metrics
 from ..losses.classification import classification_loss
 from ..models.classifier import TextClassifier
+from ..models.dropout import use_fast_dropout
 from .classification_model import ClassificationResult, ClassificationTask, build_classifier, build_pooled
 from .fewshot import fit_head
 from .finish import finish
@@ -87,14 +88,15 @@ def fit_finetune(task: ClassificationTask, args: TrainArgs, *, reason: str, head
         clf = build_pooled(task, strategy="finetune")
         if not (source.kind == "classifier" and source.model.head == "pooled" and source.model.classes == task.classes):
             clf.to(accelerator.device)  # start from the linear probe (LP-FT)
-            weight, bias = fit_head(clf.embed(task.train_rows, args.eval_batch_size), task.y_train, len(task.classes),
-                                    multi_label=multi, seed=args.seed)
+            embeddings = clf.embed(task.train_rows, args.eval_batch_size, precision=precision)
+            weight, bias = fit_head(embeddings, task.y_train, len(task.classes), multi_label=multi, seed=args.seed)
             clf.model.set_head(weight, bias)
     else:
         clf = build_classifier(task, new_head=new_head, strategy="finetune")
         if source.kind == "path":
             note(f"{'new' if new_head else 'trained'} classification head: {len(task.classes)} labels {task.names[:10]}")
     clf.to(accelerator.device)
+    use_fast_dropout(clf.model)  # the same dropout, a cheaper mask (models.dropout)
     train_set = tokenize_rows(task.train_rows, task.y_train, clf.tokenizer, task.max_length)
     collate = padding_collator(clf.tokenizer)
     sampler = LengthGroupedBatchSampler([len(ids) for ids in train_set["input_ids"]], args.batch_size,
@@ -105,8 +107,9 @@ def fit_finetune(task: ClassificationTask, args: TrainArgs, *, reason: str, head
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         return classification_loss(m(**inputs), batch["labels"], multi_label=multi, class_weights=task.weights)
 
-    def evaluate(m: TextClassifier) -> dict:
-        return classifier_eval_metrics(m.logits(task.eval_rows, args.eval_batch_size), task.y_eval, multi_label=multi,
+    def evaluate(m: TextClassifier, in_precision: str = "fp32") -> dict:
+        logits = m.logits(task.eval_rows, args.eval_batch_size, precision=in_precision)
+        return classifier_eval_metrics(logits, task.y_eval, multi_label=multi,
                                        threshold=task.threshold, class_weights=task.weights,
                                        compute_metrics=compute_metrics)
 
@@ -123,8 +126,11 @@ def fit_finetune(task: ClassificationTask, args: TrainArgs, *, reason: str, head
     optimizer, scheduler = optimizer_for(clf, args, len(sampler), params=param_groups(clf, args, head_lr))
     callbacks = standard_callbacks(args, monitor, restore_best=has_eval and restore_best)
     run = train(clf, loader, compute_loss, args=args, accelerator=accelerator, optimizer=optimizer,
-                scheduler=scheduler, callbacks=callbacks, evaluate=evaluate if has_eval else None,
-                sampler=sampler, precision=precision)
+                scheduler=scheduler, callbacks=callbacks, sampler=sampler, precision=precision,
+                # the epochs are compared in the training precision (bf16: several times faster on
+                # the CPU); before / after measure the fp32 model the user gets
+                evaluate=(lambda m: evaluate(m, precision)) if has_eval else None,
+                final_evaluate=evaluate if has_eval else None)
     run.model.eval()
     result = ClassificationResult(run.model, run.state.history, metrics_before, run.metrics_after, settings={
         "task": "classification", "table_title": f"classification metrics on {task.eval_name}",

@@ -96,7 +96,7 @@ def fit_fewshot(task: ClassificationTask, strategy: str, args: TrainArgs, *, rea
         return {} if task.eval_rows is None else on_main(metrics)
 
     def head() -> tuple[np.ndarray, np.ndarray]:
-        embeddings = clf.embed(task.train_rows, args.eval_batch_size)
+        embeddings = clf.embed(task.train_rows, args.eval_batch_size, precision=precision)
         return fit_head(embeddings, task.y_train, len(task.classes), multi_label=task.multi_label,
                         class_weights=None if task.weights is None else task.weights.numpy(), seed=args.seed)
 

@@ -92,13 +92,14 @@ def standard_callbacks(args: TrainArgs, monitor: str, *, restore_best: bool = Fa
 
 def train(model: torch.nn.Module, loader, compute_loss: Callable, *, args: TrainArgs, accelerator, optimizer,
           scheduler, callbacks: Sequence[Callback], evaluate: Callable | None = None, sampler=None,
-          precision: str = "fp32", save_fn: Callable | None = save) -> Run:
+          precision: str = "fp32", save_fn: Callable | None = save, final_evaluate: Callable | None = None) -> Run:
     """Run the engine: resume when asked, train `args.epochs` epochs, and measure the final model.
 
     The metrics after training are the last epoch's when that epoch's model is the one handed
     back and it was evaluated in the precision it is returned in (fp32); otherwise (the best
     epoch restored, or training in bf16) the final model is evaluated once more (on process 0,
-    its numbers handed to every process).
+    its numbers handed to every process), with `final_evaluate` when given (a recipe whose
+    per-epoch `evaluate` runs in the training precision measures the returned model in fp32).
 
     Raises:
         FileExistsError: OUTPUT_DIR/model (where `finish` saves with `save_fn`) exists and is
@@ -118,8 +119,9 @@ def train(model: torch.nn.Module, loader, compute_loss: Callable, *, args: Train
         last = state.history[-1] if state.history else {}
         restored = state.best_epoch not in (None, state.epoch) and any(
             isinstance(cb, BestModelCheckpoint) and cb.restore_best for cb in callbacks)
-        reuse = last and not restored and precision == "fp32"
-        metrics_after = {k: v for k, v in last.items() if k not in _TRAIN_KEYS} if reuse else on_main(evaluate, final)
+        reuse = last and not restored and precision == "fp32" and final_evaluate is None
+        metrics_after = ({k: v for k, v in last.items() if k not in _TRAIN_KEYS} if reuse
+                         else on_main(final_evaluate or evaluate, final))
     return Run(final, state, metrics_after, accelerator)
 
 

@@ -39,6 +39,7 @@ from ..engine.distributed import gather_in_batch
 from ..engine.precision import resolve_precision
 from ..evaluation.similarity import scored_pair_metrics
 from ..losses import CoSENTLoss, InfoNCELoss, MetricLoss, get_loss
+from ..models.dropout import use_fast_dropout
 from ..models.text import TextEncoder, is_sentence_transformer
 from .embedding import fit_embedding
 from .hard_negatives import HardNegatives, mine_hard_negatives
@@ -242,6 +243,8 @@ def fit_text(
     chunk_texts = mini_batch_size if mini_batch_size is not None else getattr(loss_fn, "mini_batch_size", None)
     encoder = _build_model(model, pooling, normalize, max_length, collate_fn)
     is_encoder = isinstance(encoder, TextEncoder)
+    if is_encoder:
+        use_fast_dropout(encoder)  # the same dropout, a cheaper mask (models.dropout)
     if is_encoder and chunk_texts is not None:
         encoder.set_mini_batch_size(chunk_texts)
     elif chunk_texts is not None:

@@ -1,0 +1,64 @@
+"""Dropout with a cheaper random mask, and the swap that puts it into a model for training.
+
+Same semantics as `torch.nn.Dropout`; only the way the mask is drawn differs (see `FastDropout`).
+The training recipes swap it into the models they train (LoRA adapters, text encoders and
+classifiers), where `bernoulli_` was a measured share of a CPU step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class FastDropout(torch.nn.Module):
+    """Inverted dropout (Srivastava et al. 2014) with a cheaper mask: zero each element with
+    probability `p` and scale the rest by 1 / (1 - p), like `nn.Dropout`, drawing the mask from
+    31 random bits per element of a bulk `random_()` call rather than `bernoulli_`.
+
+    On the CPU, `bernoulli_` draws one value at a time: for LoRA's input dropout on two adapted
+    projections per layer it took 7.6% of a SmolLM2 LoRA step (profiled); the bulk integer draw
+    takes a fraction of that. The keep probability is 1 - round(p * 2^31) / 2^31 (within 5e-10
+    of 1 - p). Uses torch's default generator, so `torch.manual_seed` and checkpointed RNG state
+    make it reproducible.
+
+    Args:
+        p: drop probability in [0, 1).
+
+    Inputs / outputs: any float tensor; the same shape and dtype.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"p: expected a drop probability in [0, 1), got {p!r}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if not self.training or self.p == 0:
+            return x
+        n = x.numel()
+        bits = torch.empty((n + 1) // 2, dtype=torch.int64, device=x.device).random_()
+        bits = bits.view(torch.int32)[:n].view(x.shape) & 0x7FFFFFFF  # 31 uniform bits per element
+        keep = bits >= round(self.p * 2 ** 31)
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"p={self.p}"
+
+
+def use_fast_dropout(model: torch.nn.Module) -> int:
+    """Replace every `torch.nn.Dropout` of `model` with p > 0 (in any sub-module, peft's
+    `lora_dropout` dicts included) by a `FastDropout` of the same probability, in place; return
+    how many were replaced. Modules that read only the dropout's `p` (attention layers passing it
+    to `scaled_dot_product_attention`) keep working: `FastDropout` has the same `p`.
+
+    Profiled on the CPU: MiniLM fine-tuning spent 19% of a step in `bernoulli_` (hidden and
+    attention dropout, p = 0.1), a SmolLM2 LoRA step 7.6% (LoRA's input dropout).
+    """
+    replaced = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is torch.nn.Dropout and child.p > 0:
+                setattr(module, name, FastDropout(child.p))
+                replaced += 1
+    return replaced
