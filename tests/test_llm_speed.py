@@ -69,6 +69,10 @@ def test_fast_dropout_drops_at_rate_p_and_keeps_the_expectation():
     assert torch.equal(a, b)  # the default generator: seeded runs repeat
     with pytest.raises(ValueError, match="p: expected"):
         FastDropout(1.0)
+    # an nn.Dropout to code that looks for them: switching it off through `p` works
+    assert isinstance(drop, torch.nn.Dropout)
+    drop.train().p = 0.0
+    assert torch.equal(drop(x), x)
 
 
 def test_fast_dropout_gradient_is_the_mask_times_the_scale():
