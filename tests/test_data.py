@@ -158,3 +158,34 @@ def test_labeled_data_validation():
         LabeledData(items=[1, 2, 3], groups=[0, 1])
     with pytest.raises(ValueError, match="relevance"):
         LabeledData(items=[1, 2], groups=[0, 0], relevance=[1, 2], format="session")
+
+
+@pytest.mark.parametrize("length_grouped", [False, True])
+def test_class_batches_always_hold_a_negative(length_grouped):
+    """Two classes, 8 chunks a batch: packed at random, about 1 batch in 128 would hold one
+    class (nothing to contrast; an in-batch-negative loss of 0). Every batch gets two classes
+    and a positive pair, and every item is still seen once per epoch."""
+    from finetuner.data.samplers import LengthGroupedBatchSampler
+
+    groups = np.repeat([0, 1], 2048)
+    lone = 0
+    for seed in range(3):
+        if length_grouped:
+            s = LengthGroupedBatchSampler(np.arange(4096) % 50, 32, groups=groups, chunk_size=4, seed=seed)
+        else:
+            s = GroupBatchSampler(groups, batch_size=32, chunk_size=4, seed=seed)
+        batches = list(s)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(4096))
+        assert [len(b) for b in batches].count(32) == 128
+        for b in batches:
+            _, counts = np.unique(groups[b], return_counts=True)
+            assert len(counts) == 2 and counts.max() >= 2
+        # the unrepaired packing does produce such batches: the test exercises the swap
+        rng = np.random.default_rng([seed, 0])
+        lone += sum(len(np.unique(groups[b])) == 1 for b in _packed_without_mixing(s, rng))
+    assert lone > 0
+
+
+def _packed_without_mixing(sampler, rng):
+    chunks = sampler._chunks(rng)
+    return [np.concatenate(chunks[i:i + 8]) for i in range(0, len(chunks), 8)]

@@ -97,6 +97,36 @@ class GroupBatchSampler:
                 batches[-1].extend(current)
             else:
                 batches.append(current)
+        return self._mix_lone_classes(batches)
+
+    def _mix_lone_classes(self, batches: list[list[int]]) -> list[list[int]]:
+        """Class format, contrastive: a batch whose chunks all came from one class has no
+        negative (an in-batch-negative loss is 0 there, a wasted step; with 2 classes and 8
+        chunks a batch, 1 batch in 128). Swap its last item with an item of another class from a
+        batch that keeps two classes and a positive pair after the swap; each such batch gives
+        one item, in order. Every item stays once per epoch and the batch sizes stay."""
+        if not self.contrastive or self.chunk_size is None:
+            return batches
+        groups = self.groups
+        donor = 0
+        for b in batches:
+            g = groups[b[0]]
+            if len(b) < 3 or (groups[b] != g).any():
+                continue
+            while donor < len(batches):
+                c, donor = batches[donor], donor + 1
+                labels, counts = np.unique(groups[c], return_counts=True)
+                for h, n in zip(labels, counts):
+                    after = dict(zip(labels.tolist(), counts.tolist()))
+                    after[int(h)] -= 1
+                    after[int(g)] = after.get(int(g), 0) + 1
+                    if h != g and sum(v > 0 for v in after.values()) >= 2 and max(after.values()) >= 2:
+                        j = next(i for i, item in enumerate(c) if groups[item] == h)
+                        c[j], b[-1] = b[-1], c[j]
+                        break
+                else:
+                    continue
+                break
         return batches
 
     def __iter__(self):
@@ -161,6 +191,7 @@ class LengthGroupedBatchSampler(GroupBatchSampler):
         if self.contrastive and len(batches) > 1 and len({int(self.groups[i]) for i in batches[-1]}) == 1:
             last = batches.pop()  # a lone group has nothing to contrast with
             batches[-1].extend(last)
+        batches = self._mix_lone_classes(batches)
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
