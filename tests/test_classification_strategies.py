@@ -15,7 +15,7 @@ import torch
 import finetuner
 from finetuner.data.label_space import validation_split
 from finetuner.models.classifier import TextClassifier
-from finetuner.recipes.classification import SETFIT_BELOW, choose_strategy
+from finetuner.recipes.classification import SETFIT_BELOW, SETFIT_MAX_ROWS, choose_strategy
 from finetuner.recipes.fewshot import contrastive_epochs, fit_head
 from finetuner.toydata import generate_mrpc, generate_sst2
 
@@ -49,7 +49,9 @@ def setfit_run(minilm, sst2_few, tmp_path_factory):
 # ---- the choice, the split, the head ---------------------------------------------------------
 def test_choose_strategy_follows_rows_per_class():
     assert choose_strategy("auto", 16, [8, 8])[0] == "setfit"
-    assert choose_strategy("auto", 77 * 64, [64] * 77)[0] == "setfit"
+    assert choose_strategy("auto", 77 * 16, [16] * 77)[0] == "setfit"
+    many = choose_strategy("auto", 77 * 32, [32] * 77)  # few per class but many rows in all
+    assert many[0] == "finetune" and str(SETFIT_MAX_ROWS) in many[1]
     big = choose_strategy("auto", 2 * SETFIT_BELOW, [SETFIT_BELOW] * 2)
     assert big[0] == "finetune" and str(SETFIT_BELOW) in big[1]
     assert choose_strategy("auto", 3, [1, 1, 1])[0] == "linear-probe"  # nothing to contrast

@@ -38,10 +38,12 @@ from .fewshot import fit_fewshot, fewshot_args
 
 STRATEGIES = ("auto", "setfit", "finetune", "linear-probe")
 HEADS = ("auto", "pooled", "sequence-classification")
-# "auto": SetFit below this many training rows per class (mean), end-to-end fine-tuning from it
-# on. Provisional: the sweep (benchmarks/fewshot_vs_setfit.py --sweep) so far covers SST-2 only,
-# where "setfit" led at 100 and 300 rows per class and "finetune" at 500 and 1,000
-SETFIT_BELOW = 100
+# "auto": SetFit below this many training rows per class (mean) and below this many rows in all,
+# end-to-end fine-tuning from either on. From the sweep (benchmarks/fewshot_vs_setfit.py --sweep,
+# results/strategy_sweep.json): "finetune" leads from 300 rows per class on rotten_tomatoes
+# (100: 0.760 vs 0.765), from 500 on SST-2, and on BANKING77 (77 classes) from 32 per class,
+# 2,464 rows (0.888 / 0.902 vs 0.873 / 0.894 over 2 seeds; at 16 per class, 1,232 rows, 0.864 vs 0.868)
+SETFIT_BELOW, SETFIT_MAX_ROWS = 100, 2000
 # a validation split is held out (without eval_data, for "finetune") when there are at least
 # this many rows per class on average and in all
 SPLIT_MIN_PER_CLASS, SPLIT_MIN_ROWS = 8, 50
@@ -78,8 +80,8 @@ def choose_strategy(strategy: str, n_rows: int, counts: Sequence[int], source: C
 
     "auto": a model whose transformers classification head is already trained keeps being
     fine-tuned end to end; "linear-probe" when no class has two rows (nothing to contrast);
-    otherwise "setfit" below `SETFIT_BELOW` rows per class (mean), else "finetune". Any other
-    value is returned as given.
+    otherwise "setfit" below `SETFIT_BELOW` rows per class (mean) and `SETFIT_MAX_ROWS` rows in
+    all, else "finetune". Any other value is returned as given.
 
     Returns:
         (strategy, reason): one of "setfit", "finetune", "linear-probe", and a sentence.
@@ -97,11 +99,13 @@ def choose_strategy(strategy: str, n_rows: int, counts: Sequence[int], source: C
         return "finetune", "the model's classification head is already trained: it is trained further end to end"
     if max(counts, default=0) < 2:
         return "linear-probe", "no class has two training rows: nothing to contrast; a head on the frozen encoder"
-    if per_class < SETFIT_BELOW:
-        return "setfit", (f"{per_class:.1f} training rows per class (< {SETFIT_BELOW}): few-shot (SetFit-style "
-                          "contrastive tuning of the encoder, then a logistic-regression head)")
-    return "finetune", (f"{per_class:.1f} training rows per class (>= {SETFIT_BELOW}): end-to-end fine-tuning, "
-                        f"passes and learning rates set by the data size")
+    if per_class < SETFIT_BELOW and n_rows < SETFIT_MAX_ROWS:
+        return "setfit", (f"{per_class:.1f} training rows per class (< {SETFIT_BELOW}), {n_rows} in all "
+                          f"(< {SETFIT_MAX_ROWS}): few-shot (SetFit-style contrastive tuning of the encoder, "
+                          "then a logistic-regression head)")
+    why = (f"{per_class:.1f} training rows per class (>= {SETFIT_BELOW})" if per_class >= SETFIT_BELOW
+           else f"{n_rows} training rows (>= {SETFIT_MAX_ROWS}, {per_class:.1f} per class)")
+    return "finetune", f"{why}: end-to-end fine-tuning, passes and learning rates set by the data size"
 
 
 def fit_classification(
@@ -144,8 +148,8 @@ def fit_classification(
             train_data (about 10%, at most 1,000 rows, at least one per class) for that.
 
     Keyword Args:
-        strategy: "auto" (`choose_strategy`: "setfit" below `SETFIT_BELOW` rows per class,
-            else "finetune"), "setfit", "finetune" or "linear-probe". The choice and its
+        strategy: "auto" (`choose_strategy`: "setfit" below `SETFIT_BELOW` rows per class
+            and `SETFIT_MAX_ROWS` rows, else "finetune"), "setfit", "finetune" or "linear-probe". The choice and its
             reason are printed and kept in `result.settings` and in the saved folder.
         head: for "finetune": "auto" ("pooled" for a sentence-transformers model folder or a
             pooled classifier, else "sequence-classification"), "pooled" (`PooledClassifier`:
