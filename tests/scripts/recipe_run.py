@@ -282,6 +282,12 @@ def main() -> None:
     torch.save({"seen": list(SEEN), "losses": record.losses, "history": result.history,
                 "metrics_before": result.metrics_before, "metrics_after": result.metrics_after, "weights": weights},
                os.path.join(a.output_dir, f"rank{rank}.pt"))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # exit as a well-behaved launcher script does: wait for every process, then join gloo's
+        # threads (left to the interpreter's exit, one once aborted with "terminate called
+        # without an active exception" in CI)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
