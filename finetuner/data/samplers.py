@@ -107,27 +107,31 @@ class GroupBatchSampler:
         one item, in order. Every item stays once per epoch and the batch sizes stay."""
         if not self.contrastive or self.chunk_size is None:
             return batches
-        groups = self.groups
-        donor = 0
+        donors = iter(batches)
         for b in batches:
-            g = groups[b[0]]
-            if len(b) < 3 or (groups[b] != g).any():
+            g = int(self.groups[b[0]])
+            if len(b) < 3 or (self.groups[b] != g).any():
                 continue
-            while donor < len(batches):
-                c, donor = batches[donor], donor + 1
-                labels, counts = np.unique(groups[c], return_counts=True)
-                for h, n in zip(labels, counts):
-                    after = dict(zip(labels.tolist(), counts.tolist()))
-                    after[int(h)] -= 1
-                    after[int(g)] = after.get(int(g), 0) + 1
-                    if h != g and sum(v > 0 for v in after.values()) >= 2 and max(after.values()) >= 2:
-                        j = next(i for i, item in enumerate(c) if groups[item] == h)
-                        c[j], b[-1] = b[-1], c[j]
-                        break
-                else:
-                    continue
-                break
+            for c in donors:
+                j = self._swappable(c, g)
+                if j is not None:
+                    c[j], b[-1] = b[-1], c[j]
+                    break
         return batches
+
+    def _swappable(self, batch: list[int], g: int) -> int | None:
+        """The position in `batch` of an item not of class `g` whose swap for an item of `g`
+        leaves the batch two classes and a positive pair, or None."""
+        labels, counts = np.unique(self.groups[batch], return_counts=True)
+        for h in labels.tolist():
+            if h == g:
+                continue
+            after = dict(zip(labels.tolist(), counts.tolist()))
+            after[h] -= 1
+            after[g] = after.get(g, 0) + 1
+            if sum(v > 0 for v in after.values()) >= 2 and max(after.values()) >= 2:
+                return next(i for i, item in enumerate(batch) if self.groups[item] == h)
+        return None
 
     def __iter__(self):
         # like DistributedSampler: the order changes only through set_epoch (the engine calls it)

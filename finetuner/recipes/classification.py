@@ -149,8 +149,9 @@ def fit_classification(
 
     Keyword Args:
         strategy: "auto" (`choose_strategy`: "setfit" below `SETFIT_BELOW` rows per class
-            and `SETFIT_MAX_ROWS` rows, else "finetune"), "setfit", "finetune" or "linear-probe". The choice and its
-            reason are printed and kept in `result.settings` and in the saved folder.
+            and `SETFIT_MAX_ROWS` rows, else "finetune"), "setfit", "finetune" or
+            "linear-probe". The choice and its reason are printed and kept in
+            `result.settings` and in the saved folder.
         head: for "finetune": "auto" ("pooled" for a sentence-transformers model folder or a
             pooled classifier, else "sequence-classification"), "pooled" (`PooledClassifier`:
             a linear layer on the normalised sentence embedding, started from the linear
