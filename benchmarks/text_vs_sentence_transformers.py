@@ -24,7 +24,12 @@ Sides, each in a fresh subprocess (no warm caches or threads inherited):
 - `ours`: `finetuner.fit(model_path, pairs)` with its defaults;
 - `ours-mnrl`: ours with `loss="MultipleNegativesRankingLoss"` (the same loss as st);
 - `ours-nosplit`: ours with one padded forward per batch (no sub-batches by length), to show
-  what the split gives.
+  what the split gives;
+- hard negatives, mined with the base model before training, 1 per query, 5% relative margin
+  (the clock includes the mining): `ours-hn` is `fit(..., hard_negatives=True)`; `st-bf16-hn`
+  is sentence-transformers' `mine_hard_negatives` with the same settings, then st-bf16 on its
+  triplets; `ours-st-hn` trains ours on those same triplets, so ours-hn vs ours-st-hn compares
+  the two miners under one trainer.
 `--ours-options JSON` adds fit arguments to every ours side (for exploring settings).
 
 Printed per data set and side: seconds for the whole training call (model load, tokenisation,
@@ -55,7 +60,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 DATA_DIR = os.environ.get("FINETUNER_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-SIDES = ("st", "st-bf16", "ours", "ours-mnrl", "ours-nosplit")
+SIDES = ("st", "st-bf16", "ours", "ours-mnrl", "ours-nosplit", "st-bf16-hn", "ours-hn", "ours-st-hn")
 DATASETS = ("stsb", "covid", "lima")
 
 
@@ -101,7 +106,19 @@ def real_tokens(st, texts) -> int:
     return sum(len(x) for x in ids)
 
 
-def run_st(args, bf16: bool) -> dict:
+def st_mined(model, pairs):
+    """sentence-transformers' `mine_hard_negatives` with the settings of ours' `hard_negatives=True`
+    (1 negative per query, 5% relative margin, the top of the window; the same derived range_max):
+    a datasets.Dataset of (anchor, positive, negative)."""
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    data = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]})
+    return mine_hard_negatives(data, model, num_negatives=1, relative_margin=0.05, sampling_strategy="top",
+                               output_format="triplet", batch_size=64, verbose=False)
+
+
+def run_st(args, bf16: bool, mined: bool = False) -> dict:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -112,7 +129,8 @@ def run_st(args, bf16: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         model = SentenceTransformer(model_path(), device="cpu")
-        data = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]})
+        data = st_mined(model, pairs) if mined else Dataset.from_dict(
+            {"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]})
         targs = SentenceTransformerTrainingArguments(
             output_dir=tmp, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_pairs,
             learning_rate=args.lr, warmup_ratio=0.1, lr_scheduler_type="linear", bf16=bf16, use_cpu=True,
@@ -121,12 +139,13 @@ def run_st(args, bf16: bool) -> dict:
                                              loss=MultipleNegativesRankingLoss(model, scale=20.0))
         out = trainer.train()
         total = time.perf_counter() - start
+    texts = [t for row in data for t in row.values()]
     return {"total_s": total, "loop_s": float(out.metrics.get("train_runtime", total)), "pairs": len(pairs),
-            "tokens": real_tokens(model, [t for p in pairs for t in p]), "padding": None,
+            "tokens": real_tokens(model, texts), "padding": None, "rows": len(data),
             "flops_per_token": encoder_flops_per_token(model), **quality(model)}
 
 
-def run_ours(args, **options) -> dict:
+def run_ours(args, st_mining: bool = False, **options) -> dict:
     import sentence_transformers  # noqa: F401  (imported before the clock, as on the st side)
 
     import finetuner
@@ -134,7 +153,12 @@ def run_ours(args, **options) -> dict:
     pairs = train_pairs(args)
     options.update(json.loads(args.ours_options or "{}"))
     start = time.perf_counter()
-    result = finetuner.fit(model_path(), pairs, epochs=args.epochs, batch_size=2 * args.batch_pairs,
+    data = pairs
+    if st_mining:  # the negatives from sentence-transformers' miner, trained on by ours
+        data = [(r["anchor"], r["positive"], r["negative"])
+                for r in st_mined(sentence_transformers.SentenceTransformer(model_path(), device="cpu"), pairs)]
+    per_query = 3 if st_mining or options.get("hard_negatives") else 2  # batch_size counts texts: 32 queries a batch
+    result = finetuner.fit(model_path(), data, epochs=args.epochs, batch_size=per_query * args.batch_pairs,
                            learning_rate=args.lr, warmup_ratio=0.1, scheduler="linear", verbose=False, seed=42,
                            **options)
     total = time.perf_counter() - start
@@ -174,7 +198,9 @@ def bf16_peak_gflops(seconds: float = 1.5) -> float:
 def child(args) -> None:
     runs = {"st": lambda: run_st(args, False), "st-bf16": lambda: run_st(args, True), "ours": lambda: run_ours(args),
             "ours-mnrl": lambda: run_ours(args, loss="MultipleNegativesRankingLoss"),
-            "ours-nosplit": lambda: run_ours(args), "memory": lambda: run_memory(args),
+            "ours-nosplit": lambda: run_ours(args), "st-bf16-hn": lambda: run_st(args, True, mined=True),
+            "ours-hn": lambda: run_ours(args, hard_negatives=True), "ours-st-hn": lambda: run_ours(args, st_mining=True),
+            "memory": lambda: run_memory(args),
             "peak": lambda: {"peak_gflops": bf16_peak_gflops()}}
     print("RESULT " + json.dumps(runs[args.child]()))
 

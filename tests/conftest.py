@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,21 @@ def tiny_bert(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(gt.get_model_path()).save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory):
+    """`module_tmp(name)` -> a new folder for a module's shared fixtures (fits, saved models,
+    checkpoints), deleted when the module's tests end unless one of them failed: the suite's
+    module runs hold several GB of checkpoints, which must not pile up over the session."""
+    made: list[Path] = []
+    failed_before = request.session.testsfailed
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    if request.session.testsfailed == failed_before:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -43,9 +43,9 @@ def mrpc(data_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def fitted(minilm, mrpc, tmp_path_factory):
+def fitted(minilm, mrpc, module_tmp):
     """One short fit on 80 MRPC pairs (1 epoch), with an output_dir."""
-    out = tmp_path_factory.mktemp("mrpc_fit")
+    out = module_tmp("mrpc_fit")
     result = finetuner.fit(minilm, mrpc[0], mrpc[1], task="classification", epochs=1, output_dir=out, **HF, **FAST)
     return result, out
 

@@ -40,8 +40,8 @@ def sst2_few(data_dir):
 
 
 @pytest.fixture(scope="module")
-def setfit_run(minilm, sst2_few, tmp_path_factory):
-    out = tmp_path_factory.mktemp("setfit")
+def setfit_run(minilm, sst2_few, module_tmp):
+    out = module_tmp("setfit")
     result = finetuner.fit(minilm, sst2_few[0], sst2_few[1], task="classification", output_dir=out, verbose=False)
     return result, out
 

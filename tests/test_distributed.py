@@ -65,13 +65,13 @@ def launch(recipe: str, out: Path, processes: int, launcher: str = "torchrun", *
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory):
+def single(module_tmp):
     """One-process runs with the whole batch, made once per recipe."""
     cache: dict[str, dict] = {}
 
     def get(recipe: str) -> dict:
         if recipe not in cache:
-            cache[recipe] = launch(recipe, tmp_path_factory.mktemp(f"one-{recipe}"), 1)[0]
+            cache[recipe] = launch(recipe, module_tmp(f"one-{recipe}"), 1)[0]
         return cache[recipe]
 
     return get

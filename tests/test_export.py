@@ -29,7 +29,7 @@ def minilm() -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_classifier(minilm, tmp_path_factory) -> TextClassifier:
+def tiny_classifier(minilm) -> TextClassifier:
     """A 2-layer BERT sequence classifier (random weights, MiniLM's tokenizer): a real
     transformers model, small enough to export in a second."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification

