@@ -106,20 +106,24 @@ def real_tokens(st, texts) -> int:
     return sum(len(x) for x in ids)
 
 
+def pair_dataset(pairs):
+    """(query, document) pairs as the datasets.Dataset sentence-transformers trains on."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]})
+
+
 def st_mined(model, pairs):
     """sentence-transformers' `mine_hard_negatives` with the settings of ours' `hard_negatives=True`
     (1 negative per query, 5% relative margin, the top of the window; the same derived range_max):
     a datasets.Dataset of (anchor, positive, negative)."""
-    from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
-    data = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]})
-    return mine_hard_negatives(data, model, num_negatives=1, relative_margin=0.05, sampling_strategy="top",
+    return mine_hard_negatives(pair_dataset(pairs), model, num_negatives=1, relative_margin=0.05, sampling_strategy="top",
                                output_format="triplet", batch_size=64, verbose=False)
 
 
 def run_st(args, bf16: bool, mined: bool = False) -> dict:
-    from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers.utils import logging as hf_logging
@@ -129,8 +133,7 @@ def run_st(args, bf16: bool, mined: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         model = SentenceTransformer(model_path(), device="cpu")
-        data = st_mined(model, pairs) if mined else Dataset.from_dict(
-            {"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]})
+        data = st_mined(model, pairs) if mined else pair_dataset(pairs)
         targs = SentenceTransformerTrainingArguments(
             output_dir=tmp, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_pairs,
             learning_rate=args.lr, warmup_ratio=0.1, lr_scheduler_type="linear", bf16=bf16, use_cpu=True,
