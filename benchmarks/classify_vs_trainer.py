@@ -20,6 +20,9 @@ Sides, each in a fresh subprocess (so none inherits another's warm caches or thr
 - `trainer-b32`: trainer-best at batch 32 (the batch size ours uses on this much data), lr 5e-5,
   3 epochs: the same passes in fewer, larger steps; the table also gives the ratio against the
   faster of the two Trainer sides.
+- `trainer-fp32` / `trainer-b32-fp32`: trainer-best / trainer-b32 in fp32, still length-grouped:
+  the faster setting on a CPU whose bf16 matmuls are slower than fp32 (one such CPU timed here
+  0.5x); the ratio against the fastest Trainer side is the one to quote there.
 - `trainer`: the same in fp32 with random batches (the course's script as written).
 - `ours`: `finetuner.fit(minilm, train, task="classification", seed=s, verbose=False)`, fit's
   defaults: it holds out a stratified 10% validation split of train for early stopping and the
@@ -85,12 +88,13 @@ def run_trainer(side: str, data: str, seed: int, limit: int | None) -> dict:
     tok_train = train.map(tokenize_function, batched=True)
     set_seed(seed)  # not in the course script: the same new-head init on every run of a seed
     model = AutoModelForSequenceClassification.from_pretrained(model_path(), num_labels=2)
-    best = side in ("trainer-best", "trainer-b32")
+    grouped = side != "trainer"
+    bf16 = side in ("trainer-best", "trainer-b32")
     training_args = TrainingArguments(
-        "/tmp/classify_vs_trainer", eval_strategy="no", per_device_train_batch_size=32 if side == "trainer-b32" else 8,
+        "/tmp/classify_vs_trainer", eval_strategy="no", per_device_train_batch_size=32 if "b32" in side else 8,
         learning_rate=5e-5,
-        num_train_epochs=3, seed=seed, save_strategy="no", report_to="none", bf16=best, use_cpu=True,
-        disable_tqdm=True, train_sampling_strategy="group_by_length" if best else "random")
+        num_train_epochs=3, seed=seed, save_strategy="no", report_to="none", bf16=bf16, use_cpu=True,
+        disable_tqdm=True, train_sampling_strategy="group_by_length" if grouped else "random")
     trainer = Trainer(model, training_args, train_dataset=tok_train, data_collator=DataCollatorWithPadding(tokenizer),
                       processing_class=tokenizer)
     trainer.train()
@@ -120,7 +124,8 @@ def run_ours(side: str, data: str, seed: int, limit: int | None) -> dict:
             "epochs": [{k: h.get(k) for k in ("epoch", "accuracy", "epoch_time_s")} for h in result.history]}
 
 
-SIDES = {"trainer-best": run_trainer, "trainer-b32": run_trainer, "trainer": run_trainer, "ours": run_ours,
+SIDES = {"trainer-best": run_trainer, "trainer-b32": run_trainer, "trainer-fp32": run_trainer,
+         "trainer-b32-fp32": run_trainer, "trainer": run_trainer, "ours": run_ours,
          "ours-course": run_ours}
 
 

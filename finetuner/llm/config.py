@@ -41,9 +41,9 @@ class TrainerConfig:
         warmup_ratio: share of steps with linear warm-up, in [0, 1).
         max_grad_norm: clip the gradient's global L2 norm to this; None disables clipping.
         optim: "adamw", "adam", "sgd" or "rmsprop".
-        precision: "auto" (bf16 autocast where the device has native bf16 matmuls, fp16 on a CUDA
-            GPU without them, else fp32: `finetuner.engine.precision.resolve_precision`), "fp32",
-            "bf16" or "fp16" (CUDA).
+        precision: "auto" (bf16 autocast where the device has native bf16 matmuls faster than
+            fp32, fp16 on a CUDA GPU without them, else fp32:
+            `finetuner.engine.precision.resolve_precision`), "fp32", "bf16" or "fp16" (CUDA).
         packing: pack several examples into each row of `max_length` tokens (no attention or
             loss across them); otherwise one example per row.
         base_dtype: dtype of the frozen base (not quantized), set when `FineTuner` builds the
@@ -142,7 +142,8 @@ class TrainerConfig:
 
     def resolved_precision(self, device: str) -> str:
         """The precision to train in on `device` (`finetuner.engine.precision.resolve_precision`):
-        "auto" becomes "bf16" where bf16 matmuls are native, "fp16" on CUDA without them, else "fp32"."""
+        "auto" becomes "bf16" where bf16 matmuls are native and faster, "fp16" on CUDA without them,
+        else "fp32"."""
         return resolve_precision(self.precision, device)
 
     def training_base_dtype(self, device: str, quantized: bool) -> torch.dtype | None:
