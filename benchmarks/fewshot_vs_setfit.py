@@ -185,7 +185,8 @@ def main() -> None:
                     elif method.startswith("ours"):
                         kw = dict(extra, **({"strategy": method.split("-", 1)[1]} if "-" in method else {}))
                         seconds, predict, settings = run_ours(x, y, seed, kw)
-                        info.update(strategy=settings.get("strategy"), epochs=settings.get("epochs"), kwargs=kw)
+                        info.update(strategy=settings.get("strategy"), epochs=settings.get("epochs"),
+                                    precision=settings.get("precision"), kwargs=kw)
                     elif method == "frozen":
                         seconds, predict = run_frozen(x, y, seed)
                     else:
