@@ -228,9 +228,9 @@ def speed_table(args, peak: dict, sides: list[str]) -> dict:
         print(f"  {args.data}: {side} ...", flush=True)
         results[side] = spawn(side, args)
     # the headline ratio is against the peer's faster setting on this machine
+    for r in results.values():
+        r["pairs_per_s"] = r["pairs"] * args.epochs / r["total_s"]
     st_sides = [s for s in ("st", "st-bf16") if s in results]
-    for s in st_sides:
-        results[s]["pairs_per_s"] = results[s]["pairs"] * args.epochs / results[s]["total_s"]
     ref_side = max(st_sides, key=lambda s: results[s]["pairs_per_s"], default=None)
     ref = results.get(ref_side)
     first = next(iter(results.values()))
@@ -242,7 +242,6 @@ def speed_table(args, peak: dict, sides: list[str]) -> dict:
     if ref_side:
         print(f"(x st best: against {ref_side}, the faster sentence-transformers setting here)")
     for side, r in results.items():
-        r["pairs_per_s"] = r["pairs"] * args.epochs / r["total_s"]
         r.setdefault("precision", "bf16" if "bf16" in side else "fp32")
         r["peak_fraction"] = r["tokens"] * args.epochs * r["flops_per_token"] / r["loop_s"] / (peak[r["precision"]] * 1e9)
         x = f"{r['pairs_per_s'] / ref['pairs_per_s']:.2f}" if ref else "-"

@@ -181,8 +181,8 @@ def fit_classification(
             early stopping after 2 epochs without a better validation score. "setfit" (the
             contrastive step, `fewshot.fewshot_args`): batch 32, 4 texts per class, AdamW at
             5e-5, 10% warm-up, passes for about 40 steps (at most 20). Precision "auto" (bf16
-            where the hardware computes it natively and faster than fp32). With output_dir: the model
-            (output_dir/model), metrics.json and, for "finetune", logs and checkpoints.
+            where the hardware computes it natively and faster than fp32). With output_dir: the
+            model (output_dir/model), metrics.json and, for "finetune", logs and checkpoints.
 
     Returns:
         `ClassificationResult`: `.model` (the `TextClassifier`), `.predict(texts)`,

@@ -6,8 +6,8 @@ Where the speed comes from, each piece cheap on its own:
 - batches are built from groups of similar token length (`LengthGroupedBatchSampler`), and
   each batch runs in sub-batches of similar length (`models.text.length_groups`): a short
   query is not padded to its document's length, so little compute goes to padding;
-- bf16 autocast where the hardware computes it natively and faster than fp32, timed once a process
-  (`finetuner.engine.precision`);
+- bf16 autocast where the hardware computes it natively and faster than fp32, timed once a
+  process (`finetuner.engine.precision`);
 - a fused AdamW step; one loop on `finetuner.engine` (accelerate), no HF Trainer.
 
 Batches are then trained by the embedding recipe (the same engine, losses and evaluation), with
