@@ -2,12 +2,15 @@
 
 Same semantics as `torch.nn.Dropout`; only the way the mask is drawn differs (see `FastDropout`).
 The training recipes swap it into the models they train (LoRA adapters, text encoders and
-classifiers), where `bernoulli_` was a measured share of a CPU step.
+classifiers), where `bernoulli_` was a measured share of a CPU step. `set_attention_dropout`
+turns off the dropout of attention probabilities, so attention runs in SDPA's fused kernel.
 """
 
 from __future__ import annotations
 
 import torch
+
+ATTENTION = "sdpa_no_dropout"  # the name `sdpa_no_dropout` is registered under in transformers
 
 
 class FastDropout(torch.nn.Dropout):
@@ -59,3 +62,45 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
                 setattr(module, name, FastDropout(child.p))
                 replaced += 1
     return replaced
+
+
+def sdpa_no_dropout(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    attention_mask: torch.Tensor | None, dropout: float = 0.0, **kwargs):
+    """transformers' "sdpa" attention function with the attention-probability dropout left out
+    (a function for `transformers.AttentionInterface`; the arguments and the result are those of
+    `transformers.integrations.sdpa_attention.sdpa_attention_forward`, `dropout` is ignored).
+
+    Why: PyTorch's fused CPU attention kernel (flash attention, Dao et al., 2022) has no dropout;
+    with dropout on, `scaled_dot_product_attention` falls back to its math kernel, which builds,
+    drops and differentiates every [heads, L, L] score. Profiled on 2 CPU cores, a MiniLM training
+    step on 32 texts of 256 tokens took 7.0 s with attention dropout (p = 0.1), 3.1 s without.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=0.0, **kwargs)
+
+
+def set_attention_dropout(model: torch.nn.Module, keep: bool) -> int:
+    """Turn the dropout of attention probabilities of every transformers model inside `model`
+    off (`keep=False`: "sdpa" attention becomes `sdpa_no_dropout`) or back on (`keep=True`:
+    `sdpa_no_dropout` becomes "sdpa"), in place; return how many models were switched (0
+    without transformers). Models with another attention implementation are left alone.
+
+    The hidden-state dropouts stay. Evaluation is unchanged (dropout is off there anyway), and
+    transformers does not save the attention implementation, so a saved model loads as usual.
+    """
+    try:
+        from transformers import AttentionInterface, PreTrainedModel
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    except ImportError:  # torch-only models
+        return 0
+    if ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(ATTENTION, sdpa_no_dropout)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])  # sdpa's masks
+    old, new = (ATTENTION, "sdpa") if keep else ("sdpa", ATTENTION)
+    switched = 0
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == old:
+            module.set_attn_implementation(new)
+            switched += 1
+    return switched

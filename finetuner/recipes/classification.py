@@ -127,6 +127,7 @@ def fit_classification(
     monitor: str | None = None,
     restore_best: bool = True,
     head_learning_rate: float | None = None,
+    attention_dropout: bool = True,
     **train_args: Any,
 ) -> ClassificationResult:
     """Train a text classifier (single texts or text pairs; one label, or a list of labels per
@@ -174,6 +175,12 @@ def fit_classification(
             "accuracy" ("micro_f1" for multi-label; "train_loss" without eval rows).
         restore_best: "finetune" with eval rows: load the best epoch's weights at the end.
         head_learning_rate: "finetune": the head's learning rate (default 20 x learning_rate).
+        attention_dropout: True (default): keep the model's dropout of attention probabilities
+            in training. False: leave it out (hidden-state dropout stays), so attention runs in
+            SDPA's fused kernel (`models.dropout.set_attention_dropout`). Measured on 2 CPU
+            cores: on MRPC pairs (~50 tokens) 230 s instead of 276 s at accuracy 0.777 vs 0.782;
+            on short texts no faster, and lower on BANKING77 (64 per class: 0.911 vs 0.921; 8
+            per class: -0.004 over 2 seeds), hence kept by default.
         **train_args: `finetuner.config.TrainArgs` fields; each given one overrides the
             strategy's default. "finetune" (`classification_finetune.finetune_args`): batch 16
             below 2,000 rows else 32, at least 300 optimizer steps in 3 to 20 passes, AdamW at
@@ -225,7 +232,8 @@ def fit_classification(
                                   weights, token_limit(source, max_length))
         if chosen != "finetune":
             args = fewshot_args(task, train_args)
-            return fit_fewshot(task, chosen, args, reason=reason, compute_metrics=compute_metrics)
+            return fit_fewshot(task, chosen, args, reason=reason, compute_metrics=compute_metrics,
+                               attention_dropout=attention_dropout)
 
         if eval_rows is None and len(train_rows) >= max(SPLIT_MIN_ROWS, SPLIT_MIN_PER_CLASS * len(classes)):
             seed = train_args.get("seed", 42)
@@ -242,7 +250,8 @@ def fit_classification(
         use_head = _finetune_head(head, source)
         return fit_finetune(task, args, reason=reason, head=use_head, new_head=source.head is None or labels is not None,
                             pool_batches=pool_batches, monitor=monitor, restore_best=restore_best,
-                            head_learning_rate=head_learning_rate, compute_metrics=compute_metrics)
+                            head_learning_rate=head_learning_rate, compute_metrics=compute_metrics,
+                            attention_dropout=attention_dropout)
 
 
 def _finetune_head(head: str, source: ClassifierSource) -> str:

@@ -31,7 +31,7 @@ from ..engine.predict import move_to_device
 from ..evaluation.classification import classifier_eval_metrics
 from ..losses.classification import classification_loss
 from ..models.classifier import TextClassifier
-from ..models.dropout import use_fast_dropout
+from ..models.dropout import set_attention_dropout, use_fast_dropout
 from .classification_model import ClassificationResult, ClassificationTask, build_classifier, build_pooled
 from .fewshot import fit_head
 from .finish import finish
@@ -59,7 +59,8 @@ def finetune_args(n_rows: int, train_args: dict) -> TrainArgs:
 
 def fit_finetune(task: ClassificationTask, args: TrainArgs, *, reason: str, head: str, new_head: bool,
                  pool_batches: int, monitor: str, restore_best: bool, head_learning_rate: float | None = None,
-                 compute_metrics=None, settings: dict | None = None) -> ClassificationResult:
+                 compute_metrics=None, settings: dict | None = None,
+                 attention_dropout: bool = True) -> ClassificationResult:
     """Fine-tune a text classifier end to end and `finish` the run.
 
     Args:
@@ -77,6 +78,8 @@ def fit_finetune(task: ClassificationTask, args: TrainArgs, *, reason: str, head
         head_learning_rate: the head's rate; default `HEAD_LR_SCALE` x `args.learning_rate`.
         compute_metrics: the user's `(EvalPrediction) -> dict`.
         settings: more entries for `result.settings`.
+        attention_dropout: keep the model's attention-probability dropout (see
+            `classification.fit_classification`).
 
     Raises:
         ValueError: a monitor that is not logged; a model without trainable parameters.
@@ -97,6 +100,7 @@ def fit_finetune(task: ClassificationTask, args: TrainArgs, *, reason: str, head
             note(f"{'new' if new_head else 'trained'} classification head: {len(task.classes)} labels {task.names[:10]}")
     clf.to(accelerator.device)
     use_fast_dropout(clf.model)  # the same dropout, a cheaper mask (models.dropout)
+    set_attention_dropout(clf.model, attention_dropout)  # off: SDPA's fused kernel (models.dropout)
     train_set = tokenize_rows(task.train_rows, task.y_train, clf.tokenizer, task.max_length)
     collate = padding_collator(clf.tokenizer)
     sampler = LengthGroupedBatchSampler([len(ids) for ids in train_set["input_ids"]], args.batch_size,
@@ -125,17 +129,21 @@ def fit_finetune(task: ClassificationTask, args: TrainArgs, *, reason: str, head
     head_lr = head_learning_rate or args.learning_rate * HEAD_LR_SCALE
     optimizer, scheduler = optimizer_for(clf, args, len(sampler), params=param_groups(clf, args, head_lr))
     callbacks = standard_callbacks(args, monitor, restore_best=has_eval and restore_best)
-    run = train(clf, loader, compute_loss, args=args, accelerator=accelerator, optimizer=optimizer,
-                scheduler=scheduler, callbacks=callbacks, sampler=sampler, precision=precision,
-                # the epochs are compared in the training precision (bf16: several times faster on
-                # the CPU); before / after measure the fp32 model the user gets
-                evaluate=(lambda m: evaluate(m, precision)) if has_eval else None,
-                final_evaluate=evaluate if has_eval else None)
+    try:
+        run = train(clf, loader, compute_loss, args=args, accelerator=accelerator, optimizer=optimizer,
+                    scheduler=scheduler, callbacks=callbacks, sampler=sampler, precision=precision,
+                    # the epochs are compared in the training precision (bf16: several times faster
+                    # on the CPU); before / after measure the fp32 model the user gets
+                    evaluate=(lambda m: evaluate(m, precision)) if has_eval else None,
+                    final_evaluate=evaluate if has_eval else None)
+    finally:
+        set_attention_dropout(clf.model, True)  # the model goes back with the attention it came with
     run.model.eval()
     result = ClassificationResult(run.model, run.state.history, metrics_before, run.metrics_after, settings={
         "task": "classification", "table_title": f"classification metrics on {task.eval_name}",
         "strategy": "finetune", "strategy_reason": reason, **args.to_dict(), "head_learning_rate": head_lr,
-        "head": head, "precision": precision, "num_labels": len(task.classes), "classes": task.classes,
+        "attention_dropout": attention_dropout, "head": head, "precision": precision,
+        "num_labels": len(task.classes), "classes": task.classes,
         "multi_label": multi, "group_by_length": pool_batches, "max_length": task.max_length, "monitor": monitor,
         "best_epoch": run.state.best_epoch, "train_items": len(task.train_rows),
         "eval_items": len(task.eval_rows) if has_eval else 0, "eval_data": task.eval_name,

@@ -66,7 +66,8 @@ def fewshot_args(task: ClassificationTask, train_args: dict) -> TrainArgs:
 
 
 def fit_fewshot(task: ClassificationTask, strategy: str, args: TrainArgs, *, reason: str,
-                compute_metrics=None, settings: dict | None = None) -> ClassificationResult:
+                compute_metrics=None, settings: dict | None = None,
+                attention_dropout: bool = True) -> ClassificationResult:
     """Train a `PooledClassifier` by `strategy` ("setfit" or "linear-probe"), evaluate it on
     `task.eval_rows` before and after, and `finish` the run.
 
@@ -79,6 +80,8 @@ def fit_fewshot(task: ClassificationTask, strategy: str, args: TrainArgs, *, rea
         reason: why this strategy was chosen (kept in `settings`).
         compute_metrics: the user's `(EvalPrediction) -> dict`, added to the eval metrics.
         settings: more entries for `result.settings`.
+        attention_dropout: keep the encoder's attention-probability dropout in the contrastive
+            step (see `text.fit_text`).
 
     Returns:
         `ClassificationResult`; `.history` holds the contrastive step's epochs (train_loss).
@@ -112,7 +115,7 @@ def fit_fewshot(task: ClassificationTask, strategy: str, args: TrainArgs, *, rea
         phase = {k: v for k, v in args.as_kwargs().items() if k not in ("output_dir", "resume", "report",
                                                                         "early_stopping")}
         tuned = fit_text(clf.model.encoder, LabeledData(texts, groups), loss=InfoNCELoss(TEMPERATURE),
-                         num_items_per_class=ITEMS_PER_CLASS, **phase)
+                         num_items_per_class=ITEMS_PER_CLASS, attention_dropout=attention_dropout, **phase)
         history = tuned.history
     else:
         metrics_before = evaluate()  # the untrained head
@@ -127,8 +130,8 @@ def fit_fewshot(task: ClassificationTask, strategy: str, args: TrainArgs, *, rea
         "eval_items": len(task.eval_rows) if task.eval_rows is not None else 0, "eval_data": task.eval_name,
         "pairs": task.train_rows.pairs is not None, "head": "logistic regression (C=%g) on the %s embeddings"
         % (HEAD_C, "tuned" if strategy == "setfit" else "frozen"),
-        **({"loss": f"InfoNCELoss(temperature={TEMPERATURE})", "num_items_per_class": ITEMS_PER_CLASS}
-           if strategy == "setfit" else {}), **(settings or {})})
+        **({"loss": f"InfoNCELoss(temperature={TEMPERATURE})", "num_items_per_class": ITEMS_PER_CLASS,
+            "attention_dropout": attention_dropout} if strategy == "setfit" else {}), **(settings or {})})
     return finish(result, args, is_main_process=accelerator.is_main_process)
 
 

@@ -40,7 +40,7 @@ from ..engine.distributed import gather_in_batch
 from ..engine.precision import resolve_precision
 from ..evaluation.similarity import scored_pair_metrics
 from ..losses import CoSENTLoss, InfoNCELoss, MetricLoss, get_loss
-from ..models.dropout import use_fast_dropout
+from ..models.dropout import set_attention_dropout, use_fast_dropout
 from ..models.text import TextEncoder, is_sentence_transformer
 from .embedding import fit_embedding
 from .hard_negatives import HardNegatives, mine_hard_negatives
@@ -162,6 +162,7 @@ def fit_text(
     format: str | None = None,
     ks: Sequence[int] = (10,),
     length_grouping: int | bool | None = None,
+    attention_dropout: bool = False,
     **train_args: Any,
 ) -> FitResult:
     """Fine-tune a text embedding model; `finetuner.fit` calls this for text models.
@@ -199,6 +200,11 @@ def fit_text(
         miner, distance, margin, num_items_per_class, preprocess_fn, collate_fn, format, ks: as
             in `finetuner.fit`.
         length_grouping: the former name of `group_by_length` (deprecated).
+        attention_dropout: keep the model's dropout of attention probabilities in training.
+            False (default): it is left out (hidden-state dropout stays), so attention runs in
+            SDPA's fused kernel (`models.dropout.set_attention_dropout`): 2.3x faster steps on
+            256-token texts on a 2-core CPU, with nDCG@10 within 0.002 or better on STS-B,
+            Covid-QA and LIMA (benchmarks/text_vs_sentence_transformers.py).
         **train_args: `TrainArgs` fields; defaults `DEFAULTS` (1 epoch of 64 texts, AdamW at
             2e-5 fused where torch has it, linear decay after 10% warm-up, precision "auto").
 
@@ -246,6 +252,7 @@ def fit_text(
     is_encoder = isinstance(encoder, TextEncoder)
     if is_encoder:
         use_fast_dropout(encoder)  # the same dropout, a cheaper mask (models.dropout)
+        set_attention_dropout(encoder, attention_dropout)  # off: SDPA's fused kernel (models.dropout)
     if is_encoder and chunk_texts is not None:
         encoder.set_mini_batch_size(chunk_texts)
     elif chunk_texts is not None:
@@ -271,17 +278,21 @@ def fit_text(
 
     if is_encoder:
         encoder.token_counts[:] = 0
-    result = fit_embedding(
-        encoder, train, evald, loss=loss_fn, num_items_per_class=num_items_per_class, preprocess_fn=preprocess_fn,
-        collate_fn=None if is_encoder else collate_fn, format=format, ks=ks, batch_sampler=sampler,
-        compute_loss=compute_loss, eval_metrics=scored_pair_metrics, **args.as_kwargs())
+    try:
+        result = fit_embedding(
+            encoder, train, evald, loss=loss_fn, num_items_per_class=num_items_per_class, preprocess_fn=preprocess_fn,
+            collate_fn=None if is_encoder else collate_fn, format=format, ks=ks, batch_sampler=sampler,
+            compute_loss=compute_loss, eval_metrics=scored_pair_metrics, **args.as_kwargs())
+    finally:
+        if is_encoder:
+            set_attention_dropout(encoder, True)  # the model goes back with the attention it came with
     if is_encoder:
         real, padded = (int(v) for v in encoder.token_counts)
         result.settings.update({"train_tokens": int(lengths.sum()),
                                 "padding_fraction": 1.0 - real / padded if padded else 0.0,
                                 "max_length": encoder.max_length, "mini_batch_size": encoder.mini_batch_size})
-    result.settings.update({"task": "text", "group_by_length": pool, "precision": precision,
-                            "hard_negatives": repr(mining) if mining else None})
+    result.settings.update({"task": "text", "group_by_length": pool, "attention_dropout": attention_dropout,
+                            "precision": precision, "hard_negatives": repr(mining) if mining else None})
     return result
 
 
