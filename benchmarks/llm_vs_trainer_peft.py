@@ -13,13 +13,16 @@ The compute limit: LoRA on a frozen base costs about 4 x parameters FLOPs per to
 forward, 2 for the input-gradient backward; no weight gradients for frozen weights), so
 tokens/s <= peak matmul FLOP/s / (4 x parameters). The peak is measured here, on a large matmul.
 
-    python benchmarks/llm_vs_trainer_peft.py                       # bf16, 48 examples, max_length 512
+    python benchmarks/llm_vs_trainer_peft.py                       # 48 examples, max_length 512
     python benchmarks/llm_vs_trainer_peft.py --max-length 1024 --sides peer,trl,ours
     python benchmarks/llm_vs_trainer_peft.py --quantize --sides peer,ours   # 4-bit NF4 base
 
 Peers at their best user-reachable settings: the Trainer with length grouping and bf16 autocast
 (also with the base loaded in bf16), and TRL's SFTTrainer with packing; the Trainer with random
 batches is printed beside them (slow setting). The headline ratio is against the fastest peer.
+Every side computes in one precision, `--precision` (default: finetuner's "auto" rule, bf16
+only where the CPU has it natively and a timed matmul runs faster in it; fp32 on a CPU whose
+bf16 is emulated or slow, as on one AVX512-BF16 machine without AMX measured here).
 """
 
 from __future__ import annotations
@@ -223,7 +226,8 @@ def main() -> None:
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="every side's; auto: finetuner's rule (bf16 where it is native and timed faster)")
     parser.add_argument("--quantize", action="store_true", help="a 4-bit NF4 base on every side (QLoRA)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--data-dir", default=os.environ.get("FINETUNER_DATA") or os.path.join(
@@ -239,6 +243,11 @@ def main() -> None:
             skip = a == "--sides"
             continue
         argv.append(a)
+    if args.precision == "auto":  # one precision for every side, the faster one on this machine
+        from finetuner.engine.precision import resolve_precision
+
+        args.precision = resolve_precision("auto", "cpu")
+        argv += ["--precision", args.precision]
     print(f"{args.dataset}: {args.num_train} training / {args.num_eval} held-out conversations, max_length {args.max_length}, "
           f"batch {args.batch_size}, LoRA r={args.lora_r} alpha={2 * args.lora_r} dropout 0.05 on q_proj/v_proj, "
           f"{args.epochs} epoch(s), {args.precision}{', 4-bit NF4 base' if args.quantize else ''}, "

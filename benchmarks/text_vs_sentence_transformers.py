@@ -22,8 +22,11 @@ Sides, each in a fresh subprocess (no warm caches or threads inherited):
 - `st`: the same in fp32 (its CPU default). Which of the two is the peer's best setting depends
   on the CPU (bf16 is several times faster with AMX, slower on some AVX512-BF16 machines), so
   the headline ratio is against whichever ran faster in this run;
-- `ours`: `finetuner.fit(model_path, pairs)` with its defaults;
+- `ours`: `finetuner.fit(model_path, pairs)` with its defaults (among them: no dropout of
+  attention probabilities, so attention runs in SDPA's fused kernel; hidden dropout stays);
 - `ours-mnrl`: ours with `loss="MultipleNegativesRankingLoss"` (the same loss as st);
+- `ours-attndrop`: ours with the model's attention dropout kept (`attention_dropout=True`), to
+  show what leaving it out gives;
 - `ours-nosplit`: ours with one padded forward per batch (no sub-batches by length), to show
   what the split gives;
 - hard negatives, mined with the base model before training, 1 per query, 5% relative margin
@@ -62,7 +65,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 DATA_DIR = os.environ.get("FINETUNER_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-SIDES = ("st", "st-bf16", "ours", "ours-mnrl", "ours-nosplit", "st-bf16-hn", "ours-hn", "ours-st-hn")
+SIDES = ("st", "st-bf16", "ours", "ours-mnrl", "ours-nosplit", "ours-attndrop", "st-bf16-hn", "ours-hn", "ours-st-hn")
 DATASETS = ("stsb", "covid", "lima")
 
 
@@ -204,7 +207,8 @@ def peak_gflops(dtype: str, seconds: float = 1.5) -> float:
 def child(args) -> None:
     runs = {"st": lambda: run_st(args, False), "st-bf16": lambda: run_st(args, True), "ours": lambda: run_ours(args),
             "ours-mnrl": lambda: run_ours(args, loss="MultipleNegativesRankingLoss"),
-            "ours-nosplit": lambda: run_ours(args), "st-bf16-hn": lambda: run_st(args, True, mined=True),
+            "ours-nosplit": lambda: run_ours(args),
+            "ours-attndrop": lambda: run_ours(args, attention_dropout=True), "st-bf16-hn": lambda: run_st(args, True, mined=True),
             "ours-hn": lambda: run_ours(args, hard_negatives=True), "ours-st-hn": lambda: run_ours(args, st_mining=True),
             "memory": lambda: run_memory(args),
             "peak": lambda: {p: peak_gflops(p) for p in ("fp32", "bf16")}}

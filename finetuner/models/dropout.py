@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-ATTENTION = "sdpa_no_dropout"  # the name `sdpa_no_dropout` is registered under in transformers
+ATTENTION = "sdpa_no_dropout"  # the attention implementation name `sdpa_no_dropout` gets in transformers
 
 
 class FastDropout(torch.nn.Dropout):
@@ -90,17 +90,18 @@ def set_attention_dropout(model: torch.nn.Module, keep: bool) -> int:
     transformers does not save the attention implementation, so a saved model loads as usual.
     """
     try:
-        from transformers import AttentionInterface, PreTrainedModel
+        from transformers import PreTrainedModel
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     except ImportError:  # torch-only models
         return 0
-    if ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(ATTENTION, sdpa_no_dropout)
+    if ATTENTION not in ALL_ATTENTION_FUNCTIONS:
+        ALL_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_no_dropout)
         ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])  # sdpa's masks
     old, new = (ATTENTION, "sdpa") if keep else ("sdpa", ATTENTION)
     switched = 0
     for module in model.modules():
         if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == old:
             module.set_attn_implementation(new)
-            switched += 1
+            switched += module.config._attn_implementation == new  # models without the interface stay
     return switched
