@@ -90,3 +90,12 @@ def test_fit_trains_without_it_and_returns_the_model_as_it_came(tiny_bert):
     kept = finetuner.fit(tiny_bert, pairs, epochs=1, batch_size=16, verbose=False, report=False,
                          attention_dropout=True)
     assert kept.settings["attention_dropout"] is True
+
+
+@pytest.mark.parametrize("task", [None, "classification"])
+def test_a_non_bool_setting_is_refused_before_training(tiny_bert, task):
+    import finetuner
+
+    rows = [("a text", 0), ("another text", 1)] * 4 if task else [("a", "b"), ("c", "d")]
+    with pytest.raises(ValueError, match="attention_dropout: expected True or False, got 'no'"):
+        finetuner.fit(tiny_bert, rows, task=task, attention_dropout="no", verbose=False, report=False)

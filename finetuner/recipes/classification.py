@@ -207,6 +207,8 @@ def fit_classification(
         FloatingPointError: the loss became NaN or infinite during training.
     """
     pool_batches = _check_options(threshold, max_length, monitor, group_by_length, head)
+    if not isinstance(attention_dropout, bool):
+        raise ValueError(f"attention_dropout: expected True or False, got {attention_dropout!r}")
     TrainArgs().override(train_args)  # a bad or unknown setting fails here, before anything is loaded
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")

@@ -239,6 +239,8 @@ def fit_text(
     if not isinstance(model, (str, os.PathLike, torch.nn.Module)):
         raise TypeError(f"model: expected a model path or id, a SentenceTransformer or a torch module, got "
                         f"{type(model).__name__}")
+    if not isinstance(attention_dropout, bool):
+        raise ValueError(f"attention_dropout: expected True or False, got {attention_dropout!r}")
     if train.format == "class" and num_items_per_class < 2:
         raise ValueError(f"num_items_per_class: expected an int >= 2 (a batch needs positive pairs), got {num_items_per_class}")
     mining = HardNegatives.parse(hard_negatives)
