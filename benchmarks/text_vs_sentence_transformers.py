@@ -207,8 +207,8 @@ def peak_gflops(dtype: str, seconds: float = 1.5) -> float:
 def child(args) -> None:
     runs = {"st": lambda: run_st(args, False), "st-bf16": lambda: run_st(args, True), "ours": lambda: run_ours(args),
             "ours-mnrl": lambda: run_ours(args, loss="MultipleNegativesRankingLoss"),
-            "ours-nosplit": lambda: run_ours(args),
-            "ours-attndrop": lambda: run_ours(args, attention_dropout=True), "st-bf16-hn": lambda: run_st(args, True, mined=True),
+            "ours-nosplit": lambda: run_ours(args), "ours-attndrop": lambda: run_ours(args, attention_dropout=True),
+            "st-bf16-hn": lambda: run_st(args, True, mined=True),
             "ours-hn": lambda: run_ours(args, hard_negatives=True), "ours-st-hn": lambda: run_ours(args, st_mining=True),
             "memory": lambda: run_memory(args),
             "peak": lambda: {p: peak_gflops(p) for p in ("fp32", "bf16")}}

@@ -206,9 +206,7 @@ def fit_classification(
             that returns no dict of numbers.
         FloatingPointError: the loss became NaN or infinite during training.
     """
-    pool_batches = _check_options(threshold, max_length, monitor, group_by_length, head)
-    if not isinstance(attention_dropout, bool):
-        raise ValueError(f"attention_dropout: expected True or False, got {attention_dropout!r}")
+    pool_batches = _check_options(threshold, max_length, monitor, group_by_length, head, attention_dropout)
     TrainArgs().override(train_args)  # a bad or unknown setting fails here, before anything is loaded
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
@@ -270,8 +268,10 @@ def _finetune_head(head: str, source: ClassifierSource) -> str:
 
 
 def _check_options(threshold: float, max_length: int | None, monitor: str | None, group_by_length: bool | int,
-                   head: str) -> int:
+                   head: str, attention_dropout: bool) -> int:
     """Check the recipe's own options; return the batches per length-sorted pool."""
+    if not isinstance(attention_dropout, bool):
+        raise ValueError(f"attention_dropout: expected True or False, got {attention_dropout!r}")
     if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
