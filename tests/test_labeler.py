@@ -601,21 +601,28 @@ def test_an_unreadable_checkpoint_is_reported_and_the_labels_are_kept(fashion, t
 def test_labels_and_the_submission_count_are_one_snapshot(tmp_path):
     store = LabelStore(tmp_path / "labels.sqlite")
     done = threading.Event()
+    read = threading.Condition()
+    checked = 0
 
     def write():
         for i in range(300):
             store.add(f"s{i}", i, [(i + 1000, True)], 0)
+            if i % 30 == 29:  # the store's lock is not fair: make sure reads land between writes
+                with read:
+                    seen = checked
+                    read.wait_for(lambda: checked > seen, timeout=30)
         done.set()
 
     writer = threading.Thread(target=write)
     writer.start()
-    checked = 0
-    while not done.is_set() or checked == 0:
+    while not done.is_set():
         sessions, count = store.snapshot()
         assert count == len(sessions)  # one page per query: the count is exactly the pages read
-        checked += 1
+        with read:
+            checked += 1
+            read.notify_all()
     writer.join()
-    assert store.snapshot()[1] == 300 and checked > 1
+    assert store.snapshot()[1] == 300 and checked >= 10
     store.close()
 
 
