@@ -16,6 +16,7 @@ import finetuner
 from finetuner.data.label_space import validation_split
 from finetuner.models.classifier import TextClassifier
 from finetuner.recipes.classification import SETFIT_BELOW, SETFIT_MAX_ROWS, choose_strategy
+from finetuner.recipes.classification_finetune import finetune_args
 from finetuner.recipes.fewshot import contrastive_epochs, fit_head
 from finetuner.toydata import generate_mrpc, generate_sst2
 
@@ -75,6 +76,18 @@ def test_validation_split_is_stratified_bounded_and_keeps_single_examples():
 def test_contrastive_passes_follow_the_data_size():
     assert contrastive_epochs(16, 32) == 20 and contrastive_epochs(5000, 32) == 1
     assert contrastive_epochs(616, 32) == 2
+
+
+def test_finetune_learning_rate_follows_the_batch_unless_given():
+    mrpc = finetune_args(3300, {})  # batch 32: 5e-5 x sqrt(32 / 8)
+    assert (mrpc.batch_size, mrpc.epochs) == (32, 3) and mrpc.learning_rate == pytest.approx(1e-4)
+    small = finetune_args(600, {})  # batch 16 below 2,000 rows, passes for 300 steps
+    assert (small.batch_size, small.epochs) == (16, 8) and small.learning_rate == pytest.approx(5e-5 * 2 ** 0.5)
+    course = finetune_args(3300, {"batch_size": 8})
+    assert course.learning_rate == pytest.approx(5e-5)
+    accumulated = finetune_args(3300, {"batch_size": 16, "gradient_accumulation_steps": 4})
+    assert accumulated.learning_rate == pytest.approx(5e-5 * 8 ** 0.5) and accumulated.epochs == 6
+    assert finetune_args(3300, {"learning_rate": 3e-5}).learning_rate == 3e-5  # the caller's rate wins
 
 
 def test_logistic_regression_head_matches_scikit_learn():

@@ -183,9 +183,10 @@ def fit_classification(
             per class: -0.004 over 2 seeds), hence kept by default.
         **train_args: `finetuner.config.TrainArgs` fields; each given one overrides the
             strategy's default. "finetune" (`classification_finetune.finetune_args`): batch 16
-            below 2,000 rows else 32, at least 300 optimizer steps in 3 to 20 passes, AdamW at
-            5e-5 (fused), weight decay 0.01, 10% warm-up then linear decay, clipping at 1.0,
-            early stopping after 2 epochs without a better validation score. "setfit" (the
+            below 2,000 rows else 32, at least 300 optimizer steps in 3 to 20 passes, AdamW
+            (fused) at 5e-5 x sqrt(batch / 8) (1e-4 at batch 32), weight decay 0.01, 10%
+            warm-up then linear decay, clipping at 1.0, early stopping after 2 epochs without
+            a better validation score. "setfit" (the
             contrastive step, `fewshot.fewshot_args`): batch 32, 4 texts per class, AdamW at
             5e-5, 10% warm-up, passes for about 40 steps (at most 20). Precision "auto" (bf16
             where the hardware computes it natively and faster than fp32). With output_dir: the
