@@ -178,8 +178,8 @@ def fit_classification(
         attention_dropout: True (default): keep the model's dropout of attention probabilities
             in training. False: leave it out (hidden-state dropout stays), so attention runs in
             SDPA's fused kernel (`models.dropout.set_attention_dropout`). Measured on 2 CPU
-            cores: on MRPC pairs (~50 tokens) 230 s instead of 276 s at accuracy 0.777 vs 0.782;
-            on short texts no faster, and lower on BANKING77 (64 per class: 0.911 vs 0.921; 8
+            cores: on MRPC pairs (~50 tokens) 234 s instead of 251 s at accuracy 0.805 vs 0.791
+            (seeds 42-44; `benchmarks/classify_vs_trainer.py`); on short texts no faster, and lower on BANKING77 (64 per class: 0.911 vs 0.921; 8
             per class: -0.004 over 2 seeds), hence kept by default.
         **train_args: `finetuner.config.TrainArgs` fields; each given one overrides the
             strategy's default. "finetune" (`classification_finetune.finetune_args`): batch 16
