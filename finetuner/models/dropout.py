@@ -80,6 +80,15 @@ def sdpa_no_dropout(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=0.0, **kwargs)
 
 
+def check_attention_dropout(attention_dropout: object) -> None:
+    """Refuse a recipe's `attention_dropout` setting unless it is a bool.
+
+    Raises:
+        ValueError: naming the argument and the value given (checked before any loading)."""
+    if not isinstance(attention_dropout, bool):
+        raise ValueError(f"attention_dropout: expected True or False, got {attention_dropout!r}")
+
+
 def set_attention_dropout(model: torch.nn.Module, keep: bool) -> int:
     """Turn the dropout of attention probabilities of every transformers model inside `model`
     off (`keep=False`: "sdpa" attention becomes `sdpa_no_dropout`) or back on (`keep=True`:

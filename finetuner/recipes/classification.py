@@ -31,6 +31,7 @@ from ..data.label_space import (class_counts, class_weights_for, encode_labels, 
                                 validation_split)
 from ..data.text_rows import to_text_rows
 from ..models.classifier import TextClassifier
+from ..models.dropout import check_attention_dropout
 from .classification_finetune import PATIENCE, fit_finetune, finetune_args
 from .classification_model import (ClassificationResult, ClassificationTask, ClassifierSource, resolve_source,
                                    saved_meta, token_limit)
@@ -179,16 +180,17 @@ def fit_classification(
             in training. False: leave it out (hidden-state dropout stays), so attention runs in
             SDPA's fused kernel (`models.dropout.set_attention_dropout`). Measured on 2 CPU
             cores: on MRPC pairs (~50 tokens) 234 s instead of 251 s at accuracy 0.805 vs 0.791
-            (seeds 42-44; `benchmarks/classify_vs_trainer.py`); on short texts no faster, and lower on BANKING77 (64 per class: 0.911 vs 0.921; 8
-            per class: -0.004 over 2 seeds), hence kept by default.
+            (seeds 42-44; `benchmarks/classify_vs_trainer.py`); on short texts no faster, and
+            lower on BANKING77 (64 per class: 0.911 vs 0.921; 8 per class: -0.004 over 2
+            seeds), hence kept by default.
         **train_args: `finetuner.config.TrainArgs` fields; each given one overrides the
             strategy's default. "finetune" (`classification_finetune.finetune_args`): batch 16
             below 2,000 rows else 32, at least 300 optimizer steps in 3 to 20 passes, AdamW
             (fused) at 5e-5 x sqrt(batch / 8) (1e-4 at batch 32), weight decay 0.01, 10%
             warm-up then linear decay, clipping at 1.0, early stopping after 2 epochs without
-            a better validation score. "setfit" (the
-            contrastive step, `fewshot.fewshot_args`): batch 32, 4 texts per class, AdamW at
-            5e-5, 10% warm-up, passes for about 40 steps (at most 20). Precision "auto" (bf16
+            a better validation score. "setfit" (the contrastive step, `fewshot.fewshot_args`):
+            batch 32, 4 texts per class, AdamW at 5e-5, 10% warm-up, passes for about 40 steps
+            (at most 20). Precision "auto" (bf16
             where the hardware computes it natively and faster than fp32). With output_dir: the
             model (output_dir/model), metrics.json and, for "finetune", logs and checkpoints.
 
@@ -271,8 +273,7 @@ def _finetune_head(head: str, source: ClassifierSource) -> str:
 def _check_options(threshold: float, max_length: int | None, monitor: str | None, group_by_length: bool | int,
                    head: str, attention_dropout: bool) -> int:
     """Check the recipe's own options; return the batches per length-sorted pool."""
-    if not isinstance(attention_dropout, bool):
-        raise ValueError(f"attention_dropout: expected True or False, got {attention_dropout!r}")
+    check_attention_dropout(attention_dropout)
     if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):

@@ -38,7 +38,7 @@ from .fewshot import fit_head
 from .finish import finish
 from .run import optimizer_for, prepare, standard_callbacks, train
 
-DEFAULTS = TrainArgs(epochs=3, batch_size=32, learning_rate=5e-5, weight_decay=0.01, optimizer="adamw",
+DEFAULTS = TrainArgs(epochs=3, batch_size=32, weight_decay=0.01, optimizer="adamw",  # lr: scaled_learning_rate
                      scheduler="linear", warmup_ratio=0.1, max_grad_norm=1.0, eval_batch_size=64, precision="auto")
 BASE_LR, BASE_BATCH = 5e-5, 8  # the learning rate at batch 8; other batches scale it (scaled_learning_rate)
 SMALL_BATCH, SMALL_ROWS = 16, 2000  # batch 16 below 2,000 rows: more steps where there are few

@@ -40,7 +40,7 @@ from ..engine.distributed import gather_in_batch
 from ..engine.precision import resolve_precision
 from ..evaluation.similarity import scored_pair_metrics
 from ..losses import CoSENTLoss, InfoNCELoss, MetricLoss, get_loss
-from ..models.dropout import set_attention_dropout, use_fast_dropout
+from ..models.dropout import check_attention_dropout, set_attention_dropout, use_fast_dropout
 from ..models.text import TextEncoder, is_sentence_transformer
 from .embedding import fit_embedding
 from .hard_negatives import HardNegatives, mine_hard_negatives
@@ -239,8 +239,7 @@ def fit_text(
     if not isinstance(model, (str, os.PathLike, torch.nn.Module)):
         raise TypeError(f"model: expected a model path or id, a SentenceTransformer or a torch module, got "
                         f"{type(model).__name__}")
-    if not isinstance(attention_dropout, bool):
-        raise ValueError(f"attention_dropout: expected True or False, got {attention_dropout!r}")
+    check_attention_dropout(attention_dropout)
     if train.format == "class" and num_items_per_class < 2:
         raise ValueError(f"num_items_per_class: expected an int >= 2 (a batch needs positive pairs), got {num_items_per_class}")
     mining = HardNegatives.parse(hard_negatives)
