@@ -97,5 +97,18 @@ def test_a_non_bool_setting_is_refused_before_training(tiny_bert, task):
     import finetuner
 
     rows = [("a text", 0), ("another text", 1)] * 4 if task else [("a", "b"), ("c", "d")]
-    with pytest.raises(ValueError, match="attention_dropout: expected True or False, got 'no'"):
+    expected = 'True, False or "auto"' if task else "True or False"
+    with pytest.raises(ValueError, match=f"attention_dropout: expected {expected}, got 'no'"):
         finetuner.fit(tiny_bert, rows, task=task, attention_dropout="no", verbose=False, report=False)
+
+
+def test_the_classifier_leaves_it_out_for_long_rows_only(tiny_bert):
+    import finetuner
+    from finetuner.recipes.classification import LONG_ROW_TOKENS
+
+    short = [(f"text {i}", i % 2) for i in range(16)]
+    long = [(" ".join(["word"] * LONG_ROW_TOKENS) + f" {i}", i % 2) for i in range(16)]
+    kw = dict(task="classification", strategy="finetune", epochs=1, verbose=False, report=False)
+    assert finetuner.fit(tiny_bert, short, **kw).settings["attention_dropout"] is True
+    assert finetuner.fit(tiny_bert, long, **kw).settings["attention_dropout"] is False
+    assert finetuner.fit(tiny_bert, long, attention_dropout=True, **kw).settings["attention_dropout"] is True

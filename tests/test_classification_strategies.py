@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import finetuner
-from finetuner.data.label_space import validation_split
+from finetuner.data.label_space import stratified_sample, validation_split
 from finetuner.models.classifier import TextClassifier
 from finetuner.recipes.classification import SETFIT_BELOW, SETFIT_MAX_ROWS, choose_strategy
 from finetuner.recipes.classification_finetune import finetune_args
@@ -71,6 +71,18 @@ def test_validation_split_is_stratified_bounded_and_keeps_single_examples():
     _, tiny = validation_split(np.repeat(np.arange(5), 3), seed=0)
     assert np.bincount(np.repeat(np.arange(5), 3)[tiny]).tolist() == [1] * 5  # never fewer than one per class
     assert np.array_equal(validation_split(y, seed=3)[1], validation_split(y, seed=3)[1])
+
+
+def test_stratified_sample_caps_every_class_and_keeps_small_ones_whole():
+    y = np.array([0] * 500 + [1] * 40 + [2] * 1)
+    pick = stratified_sample(y, 128, seed=0)
+    assert np.bincount(y[pick], minlength=3).tolist() == [128, 40, 1]
+    assert len(set(pick.tolist())) == len(pick) and pick.tolist() == sorted(pick.tolist())
+    assert np.array_equal(pick, stratified_sample(y, 128, seed=0))
+    multi = np.zeros((1000, 3), np.float32)
+    assert len(stratified_sample(multi, 10, seed=0)) == 30  # multi-label: per_class x C random rows
+    with pytest.raises(ValueError, match="per_class"):
+        stratified_sample(y, 0)
 
 
 def test_contrastive_passes_follow_the_data_size():

@@ -144,6 +144,24 @@ def class_weights_for(spec: Any, targets: np.ndarray, classes: list, multi_label
     return torch.tensor(w, dtype=torch.float32)
 
 
+def stratified_sample(targets: np.ndarray, per_class: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted int64 positions of at most `per_class` rows of every class (all rows of a smaller
+    class), drawn without replacement (numpy seed `seed`). Multi-hot targets [N, C]: a random
+    `per_class` x C rows (all when there are fewer).
+
+    Raises:
+        ValueError: per_class < 1.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class: expected an int >= 1, got {per_class!r}")
+    rng = np.random.default_rng(seed)
+    if targets.ndim == 2:
+        n = len(targets)
+        return np.sort(rng.permutation(n)[:min(n, per_class * targets.shape[1])]).astype(np.int64)
+    picks = [rng.permutation(np.flatnonzero(targets == c))[:per_class] for c in np.unique(targets)]
+    return np.sort(np.concatenate(picks or [np.zeros(0, np.int64)])).astype(np.int64)
+
+
 def class_counts(targets: np.ndarray, num_classes: int) -> np.ndarray:
     """Training rows per class, int64 [C] (for multi-hot targets [N, C]: rows with the class)."""
     if targets.ndim == 2:

@@ -80,13 +80,15 @@ def sdpa_no_dropout(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=0.0, **kwargs)
 
 
-def check_attention_dropout(attention_dropout: object) -> None:
-    """Refuse a recipe's `attention_dropout` setting unless it is a bool.
+def check_attention_dropout(attention_dropout: object, *, allow_auto: bool = False) -> None:
+    """Refuse a recipe's `attention_dropout` setting unless it is a bool (or "auto" where the
+    recipe decides from its data, `allow_auto`).
 
     Raises:
         ValueError: naming the argument and the value given (checked before any loading)."""
-    if not isinstance(attention_dropout, bool):
-        raise ValueError(f"attention_dropout: expected True or False, got {attention_dropout!r}")
+    if not (isinstance(attention_dropout, bool) or (allow_auto and attention_dropout == "auto")):
+        expected = 'True, False or "auto"' if allow_auto else "True or False"
+        raise ValueError(f"attention_dropout: expected {expected}, got {attention_dropout!r}")
 
 
 def set_attention_dropout(model: torch.nn.Module, keep: bool) -> int:

@@ -29,7 +29,7 @@ from ..config import TrainArgs
 from ..console import note, verbosity
 from ..data.label_space import (class_counts, class_weights_for, encode_labels, is_multi_label, label_space,
                                 validation_split)
-from ..data.text_rows import to_text_rows
+from ..data.text_rows import TextRows, to_text_rows
 from ..models.classifier import TextClassifier
 from ..models.dropout import check_attention_dropout
 from .classification_finetune import PATIENCE, fit_finetune, finetune_args
@@ -48,6 +48,10 @@ SETFIT_BELOW, SETFIT_MAX_ROWS = 100, 2000
 # a validation split is held out (without eval_data, for "finetune") when there are at least
 # this many rows per class on average and in all
 SPLIT_MIN_PER_CLASS, SPLIT_MIN_ROWS = 8, 50
+# attention_dropout="auto": left out from this many tokens per training row (mean) on. Its cost
+# grows with the length. Measured without it (2 CPU cores): MRPC pairs (53 tokens) 7% faster and
+# +0.014 accuracy; STS-B pairs (28) -0.010, COVID pairs (31) -0.013, SST-2 600 (25) -0.017, BANKING77 (16) +0.002
+LONG_ROW_TOKENS = 40
 POOL_BATCHES = 50  # batches per length-sorted pool with group_by_length=True (transformers' mega-batches)
 
 __all__ = ["ClassificationResult", "POOL_BATCHES", "STRATEGIES", "choose_strategy", "fit_classification",
@@ -128,7 +132,7 @@ def fit_classification(
     monitor: str | None = None,
     restore_best: bool = True,
     head_learning_rate: float | None = None,
-    attention_dropout: bool = True,
+    attention_dropout: bool | str = "auto",
     **train_args: Any,
 ) -> ClassificationResult:
     """Train a text classifier (single texts or text pairs; one label, or a list of labels per
@@ -176,13 +180,16 @@ def fit_classification(
             "accuracy" ("micro_f1" for multi-label; "train_loss" without eval rows).
         restore_best: "finetune" with eval rows: load the best epoch's weights at the end.
         head_learning_rate: "finetune": the head's learning rate (default 20 x learning_rate).
-        attention_dropout: True (default): keep the model's dropout of attention probabilities
-            in training. False: leave it out (hidden-state dropout stays), so attention runs in
-            SDPA's fused kernel (`models.dropout.set_attention_dropout`). Measured on 2 CPU
-            cores: on MRPC pairs (~50 tokens) 234 s instead of 251 s at accuracy 0.805 vs 0.791
-            (seeds 42-44; `benchmarks/classify_vs_trainer.py`); on short texts no faster, and
-            lower on BANKING77 (64 per class: 0.911 vs 0.921; 8 per class: -0.004 over 2
-            seeds), hence kept by default.
+        attention_dropout: True: keep the model's dropout of attention probabilities in
+            training. False: leave it out (hidden-state dropout stays), so attention runs in
+            SDPA's fused kernel (`models.dropout.set_attention_dropout`). "auto" (default):
+            False when the training rows average `LONG_ROW_TOKENS` (40) tokens or more, else
+            True. Measured on 2 CPU cores: on MRPC pairs (53 tokens) 234 s instead of 251 s
+            at accuracy 0.805 vs 0.791 (seeds 42-44; `benchmarks/classify_vs_trainer.py`); on
+            short rows no faster and mostly lower: STS-B pairs binarised at score 3 (28 tokens,
+            2,000 rows, seeds 0-2) 0.806 vs 0.817; COVID question pairs (31 tokens, 300 rows)
+            0.897 vs 0.910; SST-2, 600 sentences (25 tokens, seeds 0-4) 0.813 vs 0.830;
+            BANKING77 (16 tokens, 64 per class, seeds 0-2) 0.925 vs 0.923.
         **train_args: `finetuner.config.TrainArgs` fields; each given one overrides the
             strategy's default. "finetune" (`classification_finetune.finetune_args`): batch 16
             below 2,000 rows else 32, at least 300 optimizer steps in 3 to 20 passes, AdamW
@@ -230,6 +237,8 @@ def fit_classification(
                           "example says little about a class", stacklevel=2)
         chosen, reason = choose_strategy(strategy, len(train_rows), counts.tolist(), source)
         note(f"strategy: {chosen} ({reason})")
+        if attention_dropout == "auto":
+            attention_dropout = _auto_attention_dropout(train_rows, source.tokenizer, token_limit(source, max_length))
         weights = class_weights_for(class_weights, y_train, classes, multi)
         task = ClassificationTask(source, train_rows, eval_rows, y_train, y_eval, classes, names, multi, threshold,
                                   weights, token_limit(source, max_length))
@@ -271,9 +280,9 @@ def _finetune_head(head: str, source: ClassifierSource) -> str:
 
 
 def _check_options(threshold: float, max_length: int | None, monitor: str | None, group_by_length: bool | int,
-                   head: str, attention_dropout: bool) -> int:
+                   head: str, attention_dropout: bool | str) -> int:
     """Check the recipe's own options; return the batches per length-sorted pool."""
-    check_attention_dropout(attention_dropout)
+    check_attention_dropout(attention_dropout, allow_auto=True)
     if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
@@ -288,6 +297,18 @@ def _check_options(threshold: float, max_length: int | None, monitor: str | None
         raise ValueError(f"group_by_length: expected True, False or an int >= 1 (batches per sorted pool), "
                          f"got {group_by_length!r}")
     return group_by_length
+
+
+def _auto_attention_dropout(rows: TextRows, tokenizer: Any, max_length: int, sample: int = 1000) -> bool:
+    """attention_dropout="auto": keep it (True) unless the training rows (`sample` of them, evenly
+    spaced) average `LONG_ROW_TOKENS` tokens or more; says which and why."""
+    head = rows.take(range(0, len(rows), max(1, len(rows) // sample)))
+    ids = tokenizer(head.texts, head.pairs, truncation=True, max_length=max_length)["input_ids"]
+    mean = sum(map(len, ids)) / max(len(ids), 1)
+    keep = mean < LONG_ROW_TOKENS
+    note(f"attention dropout: {'kept' if keep else 'left out (SDPA fused attention)'}: {mean:.0f} tokens per "
+         f"training row on average ({'<' if keep else '>='} {LONG_ROW_TOKENS})")
+    return keep
 
 
 def _multi_label(multi_label: bool | None, train_labels: list, source: ClassifierSource,
