@@ -147,7 +147,8 @@ def run_ours(side: str, data: str, seed: int, limit: int | None) -> dict:
     s = result.settings
     return {"seconds": seconds, "accuracy": scores["accuracy"], "f1": scores["f1"],
             "settings": {k: s.get(k) for k in ("strategy", "head", "epochs", "batch_size", "learning_rate",
-                                                "head_learning_rate", "precision", "best_epoch", "train_items")},
+                                                "head_learning_rate", "precision", "best_epoch", "train_items",
+                                                "attention_dropout")},
             "epochs": [{k: h.get(k) for k in ("epoch", "accuracy", "epoch_time_s")} for h in result.history]}
 
 
