@@ -2,7 +2,8 @@
 several per row) from a pretrained encoder, with the training strategy chosen from the data.
 
 Reads top to bottom: resolve the arguments, read the rows and the label space, choose the
-strategy (`choose_strategy`: which one and why, printed and kept in `result.settings`), hold out
+strategy (`choose_strategy`: which one and why, printed and kept in `result.settings`) and
+whether attention dropout stays (`attention_dropout="auto"`: by the rows' length), hold out
 a validation split when there is no eval_data and the strategy selects epochs, then run the
 strategy:
 
@@ -302,8 +303,8 @@ def _check_options(threshold: float, max_length: int | None, monitor: str | None
 def _auto_attention_dropout(rows: TextRows, tokenizer: Any, max_length: int, sample: int = 1000) -> bool:
     """attention_dropout="auto": keep it (True) unless the training rows (`sample` of them, evenly
     spaced) average `LONG_ROW_TOKENS` tokens or more; says which and why."""
-    head = rows.take(range(0, len(rows), max(1, len(rows) // sample)))
-    ids = tokenizer(head.texts, head.pairs, truncation=True, max_length=max_length)["input_ids"]
+    some = rows.take(range(0, len(rows), max(1, len(rows) // sample)))
+    ids = tokenizer(some.texts, some.pairs, truncation=True, max_length=max_length)["input_ids"]
     mean = sum(map(len, ids)) / max(len(ids), 1)
     keep = mean < LONG_ROW_TOKENS
     note(f"attention dropout: {'kept' if keep else 'left out (SDPA fused attention)'}: {mean:.0f} tokens per "
