@@ -238,11 +238,11 @@ def fit_classification(
                           "example says little about a class", stacklevel=2)
         chosen, reason = choose_strategy(strategy, len(train_rows), counts.tolist(), source)
         note(f"strategy: {chosen} ({reason})")
-        if attention_dropout == "auto":
-            attention_dropout = _auto_attention_dropout(train_rows, source.tokenizer, token_limit(source, max_length))
         weights = class_weights_for(class_weights, y_train, classes, multi)
         task = ClassificationTask(source, train_rows, eval_rows, y_train, y_eval, classes, names, multi, threshold,
                                   weights, token_limit(source, max_length))
+        if attention_dropout == "auto":
+            attention_dropout = _auto_attention_dropout(train_rows, source.tokenizer, task.max_length)
         if chosen != "finetune":
             args = fewshot_args(task, train_args)
             return fit_fewshot(task, chosen, args, reason=reason, compute_metrics=compute_metrics,
@@ -301,8 +301,9 @@ def _check_options(threshold: float, max_length: int | None, monitor: str | None
 
 
 def _auto_attention_dropout(rows: TextRows, tokenizer: Any, max_length: int, sample: int = 1000) -> bool:
-    """attention_dropout="auto": keep it (True) unless the training rows (`sample` of them, evenly
-    spaced) average `LONG_ROW_TOKENS` tokens or more; says which and why."""
+    """attention_dropout="auto": keep it (True) unless the training rows (every (N // `sample`)-th
+    row: `sample` to 2 x `sample` rows, or all of them) average `LONG_ROW_TOKENS` tokens or more;
+    says which and why."""
     some = rows.take(range(0, len(rows), max(1, len(rows) // sample)))
     ids = tokenizer(some.texts, some.pairs, truncation=True, max_length=max_length)["input_ids"]
     mean = sum(map(len, ids)) / max(len(ids), 1)

@@ -157,8 +157,7 @@ def fit_finetune(task: ClassificationTask, args: TrainArgs, *, reason: str, head
                     # the epochs are compared in the training precision (bf16: several times faster
                     # on the CPU); before / after measure the fp32 model the user gets
                     evaluate=(lambda m: evaluate(m, precision)) if has_eval else None,
-                    # fp32 training: the last epoch's numbers are the returned model's; no second pass
-                    final_evaluate=evaluate if has_eval and precision != "fp32" else None)
+                    final_evaluate=evaluate if has_eval else None)
     finally:
         set_attention_dropout(clf.model, True)  # the model goes back with the attention it came with
     run.model.eval()

@@ -99,7 +99,8 @@ def train(model: torch.nn.Module, loader, compute_loss: Callable, *, args: Train
     back and it was evaluated in the precision it is returned in (fp32); otherwise (the best
     epoch restored, or training in bf16) the final model is evaluated once more (on process 0,
     its numbers handed to every process), with `final_evaluate` when given (a recipe whose
-    per-epoch `evaluate` runs in the training precision measures the returned model in fp32).
+    per-epoch `evaluate` runs in the training precision measures the returned model in fp32;
+    after fp32 training it is not called for the last epoch's model, whose numbers it would repeat).
 
     Raises:
         FileExistsError: OUTPUT_DIR/model (where `finish` saves with `save_fn`) exists and is
@@ -119,7 +120,7 @@ def train(model: torch.nn.Module, loader, compute_loss: Callable, *, args: Train
         last = state.history[-1] if state.history else {}
         restored = state.best_epoch not in (None, state.epoch) and any(
             isinstance(cb, BestModelCheckpoint) and cb.restore_best for cb in callbacks)
-        reuse = last and not restored and precision == "fp32" and final_evaluate is None
+        reuse = last and not restored and precision == "fp32"  # the same weights, measured in fp32 already
         metrics_after = ({k: v for k, v in last.items() if k not in _TRAIN_KEYS} if reuse
                          else on_main(final_evaluate or evaluate, final))
     return Run(final, state, metrics_after, accelerator)
